@@ -1,0 +1,198 @@
+//! Manifest GET/HEAD (with content negotiation), PUT (validated, references checked,
+//! recorded in one transaction), DELETE by digest or tag.
+
+use axum::body::Body;
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use oci::{Digest, ErrorCode, OciError, Reference, RepoName};
+
+use super::error::{ApiError, ApiResult};
+use super::Ctx;
+use crate::meta::{NewManifest, PutManifest};
+
+/// Whether the client's `Accept` list admits `media_type`. No `Accept` (or a wildcard)
+/// admits anything. Only pulls by tag are negotiated: a pull by digest asks for exact
+/// bytes and always gets them.
+fn accepts(ctx: &Ctx, media_type: &str) -> bool {
+    let mut any = false;
+    for v in ctx.headers.get_all(header::ACCEPT) {
+        for item in v.to_str().unwrap_or("").split(',') {
+            let item = oci::manifest::essence(item);
+            if item.is_empty() {
+                continue;
+            }
+            any = true;
+            if item == media_type || item == "*/*" || item == "application/*" {
+                return true;
+            }
+        }
+    }
+    !any
+}
+
+pub async fn get(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
+    let meta = &ctx.app.meta;
+    let row = match &reference {
+        Reference::Tag(t) => meta.manifest_by_tag(&repo, t).await?,
+        Reference::Digest(d) => meta.manifest_by_digest(&repo, d).await?,
+    };
+    let Some(row) = row else {
+        return Err(ErrorCode::ManifestUnknown
+            .msg(format!(
+                "manifest {reference} is unknown to repository {repo}"
+            ))
+            .into());
+    };
+    if matches!(reference, Reference::Tag(_)) && !accepts(&ctx, &row.media_type) {
+        return Err(ErrorCode::ManifestUnknown
+            .msg(format!(
+                "{repo}:{reference} is a {}, which the request's Accept header does not list",
+                row.media_type
+            ))
+            .into());
+    }
+    let body = if ctx.method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(ctx.app.blobs.read(&row.digest, None).await?)
+    };
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, &row.media_type)
+        .header(header::CONTENT_LENGTH, row.size)
+        .header(header::ETAG, format!("\"{}\"", row.digest))
+        .header("docker-content-digest", row.digest.to_string())
+        .body(body)
+        .map_err(anyhow::Error::from)?)
+}
+
+/// Reads a manifest body, refusing more than `limit` bytes.
+async fn read_limited(ctx: &Ctx, limit: u64) -> Result<Bytes, ApiError> {
+    let too_large = || -> ApiError {
+        ErrorCode::ManifestTooLarge
+            .msg(format!(
+                "manifest is larger than the {limit} bytes this registry accepts"
+            ))
+            .into()
+    };
+    if let Some(len) = ctx
+        .header("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = ctx.take_body();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ErrorCode::ManifestInvalid.msg(format!("the manifest body could not be read: {e}"))
+        })?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
+    let bytes = read_limited(&ctx, ctx.app.config.limits.manifest_max_bytes).await?;
+    let parsed = oci::manifest::parse(&bytes, ctx.header("content-type"))?;
+    let digest = match &reference {
+        Reference::Digest(d) => {
+            let actual = Digest::of(d.algorithm(), &bytes);
+            if &actual != d {
+                return Err(ErrorCode::DigestInvalid
+                    .msg(format!(
+                        "the manifest's content has digest {actual}, not {d}"
+                    ))
+                    .into());
+            }
+            actual
+        }
+        Reference::Tag(_) => Digest::sha256_of(&bytes),
+    };
+    let tag = match &reference {
+        Reference::Tag(t) => Some(t),
+        Reference::Digest(_) => None,
+    };
+    // The bytes first: if the metadata then refuses the manifest, an unreferenced blob
+    // is left for garbage collection; the reverse order could record a manifest whose
+    // bytes are missing.
+    let size = bytes.len() as u64;
+    if ctx.app.blobs.stat(&digest).await? != Some(size) {
+        let body = futures_util::stream::once(async move { Ok(bytes) }).boxed();
+        ctx.app.blobs.put(&digest, body).await?;
+    }
+    let annotations = parsed
+        .annotations
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let new = NewManifest {
+        digest: &digest,
+        media_type: &parsed.media_type,
+        size,
+        artifact_type: parsed.artifact_type.as_deref(),
+        subject: parsed.subject.as_ref().map(|s| &s.digest),
+        annotations,
+        blobs: parsed.required_blobs().map(|d| &d.digest).collect(),
+        children: parsed.manifests.iter().map(|d| &d.digest).collect(),
+    };
+    match ctx.app.meta.put_manifest(&repo, &new, tag).await? {
+        PutManifest::MissingReference(missing) => {
+            Err(OciError::from(ErrorCode::ManifestBlobUnknown)
+                .with_detail(serde_json::json!({ "digest": missing.to_string() }))
+                .into())
+        }
+        PutManifest::Stored => {
+            let mut resp = (
+                StatusCode::CREATED,
+                [
+                    (
+                        header::LOCATION,
+                        ctx.url(&format!("/v2/{repo}/manifests/{digest}")),
+                    ),
+                    (header::CONTENT_LENGTH, "0".to_string()),
+                    (
+                        HeaderName::from_static("docker-content-digest"),
+                        digest.to_string(),
+                    ),
+                ],
+            )
+                .into_response();
+            if let Some(subject) = &parsed.subject {
+                resp.headers_mut().insert(
+                    "oci-subject",
+                    subject
+                        .digest
+                        .to_string()
+                        .parse()
+                        .map_err(anyhow::Error::from)?,
+                );
+            }
+            Ok(resp)
+        }
+    }
+}
+
+pub async fn delete(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
+    let deleted = match &reference {
+        Reference::Digest(d) => ctx.app.meta.delete_manifest(&repo, d).await?,
+        Reference::Tag(t) => ctx.app.meta.delete_tag(&repo, t).await?,
+    };
+    if deleted {
+        Ok(StatusCode::ACCEPTED.into_response())
+    } else {
+        Err(ErrorCode::ManifestUnknown
+            .msg(format!(
+                "manifest {reference} is unknown to repository {repo}"
+            ))
+            .into())
+    }
+}

@@ -1,0 +1,201 @@
+//! Blob pushes: monolithic (`POST ?digest=`), POST-then-PUT, streamed and chunked
+//! `PATCH`, upload status, cancel, and cross-repository mount.
+//!
+//! The upload session's bytes live in the blob store; which repository a session
+//! belongs to lives in the metadata, so a session opened in one repository cannot be
+//! continued or committed in another.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use oci::range::parse_upload_content_range;
+use oci::{Digest, ErrorCode, OciError, RepoName};
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult};
+use super::{upload_range, Ctx};
+
+fn query_digest(ctx: &Ctx, key: &str) -> Result<Option<Digest>, OciError> {
+    ctx.query(key)
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| ErrorCode::DigestInvalid.msg(format!("{key}={d:?}: {e}")))
+        })
+        .transpose()
+}
+
+fn created(ctx: &Ctx, repo: &RepoName, digest: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (
+                header::LOCATION,
+                ctx.url(&format!("/v2/{repo}/blobs/{digest}")),
+            ),
+            (header::CONTENT_LENGTH, "0".to_string()),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+fn session_response(
+    ctx: &Ctx,
+    status: StatusCode,
+    repo: &RepoName,
+    id: Uuid,
+    size: u64,
+) -> Response {
+    (
+        status,
+        [
+            (
+                header::LOCATION,
+                ctx.url(&format!("/v2/{repo}/blobs/uploads/{id}")),
+            ),
+            (header::RANGE, upload_range(size)),
+            (header::CONTENT_LENGTH, "0".to_string()),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                id.to_string(),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+/// `POST /v2/<name>/blobs/uploads/`
+pub async fn start(ctx: Ctx, repo: RepoName) -> ApiResult {
+    if let Some(mount) = query_digest(&ctx, "mount")? {
+        if let Some(resp) = try_mount(&ctx, &repo, &mount).await? {
+            return Ok(resp);
+        }
+        // Not mountable: the spec asks for an ordinary upload session instead.
+    } else if let Some(digest) = query_digest(&ctx, "digest")? {
+        // Monolithic upload: the whole blob in this request.
+        let size = ctx.app.blobs.put(&digest, ctx.take_body()).await?;
+        ctx.app.meta.link_blob(&repo, &digest, size).await?;
+        return Ok(created(&ctx, &repo, &digest));
+    }
+    let id = Uuid::new_v4();
+    ctx.app.blobs.upload_start(id).await?;
+    ctx.app.meta.upload_create(id, &repo).await?;
+    Ok(session_response(&ctx, StatusCode::ACCEPTED, &repo, id, 0))
+}
+
+/// Links `digest` into `repo` if a repository the caller may read already has it.
+async fn try_mount(
+    ctx: &Ctx,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Option<Response>, ApiError> {
+    let from = ctx.query("from").and_then(|f| f.parse::<RepoName>().ok());
+    let size = match &from {
+        Some(from) => ctx.app.meta.repo_blob(from, digest).await?,
+        // Without `from`, the spec lets the registry pick any source it knows.
+        None => match ctx.app.meta.repos_with_blob(digest).await?.first() {
+            Some(source) => ctx.app.meta.repo_blob(source, digest).await?,
+            None => None,
+        },
+    };
+    let Some(size) = size else { return Ok(None) };
+    if ctx.app.blobs.stat(digest).await?.is_none() {
+        return Ok(None);
+    }
+    ctx.app.meta.link_blob(repo, digest, size).await?;
+    Ok(Some(created(ctx, repo, digest)))
+}
+
+async fn check_session(ctx: &Ctx, repo: &RepoName, id: Uuid) -> Result<(), ApiError> {
+    match ctx.app.meta.upload_repo(id).await? {
+        Some(r) if &r == repo => Ok(()),
+        _ => Err(ErrorCode::BlobUploadUnknown.into()),
+    }
+}
+
+/// The chunk's start offset from `Content-Range`, checked against `Content-Length`.
+fn chunk_start(ctx: &Ctx) -> Result<Option<u64>, ApiError> {
+    let Some(cr) = ctx.header("content-range") else {
+        return Ok(None);
+    };
+    let (start, end) = parse_upload_content_range(cr).ok_or_else(|| {
+        ErrorCode::RangeInvalid.msg(format!(
+            "Content-Range {cr:?} is not of the form <start>-<end>"
+        ))
+    })?;
+    if let Some(len) = ctx
+        .header("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+    {
+        if len != end - start + 1 {
+            return Err(ErrorCode::RangeInvalid
+                .msg(format!(
+                    "Content-Range {cr} announces {} bytes but Content-Length is {len}",
+                    end - start + 1
+                ))
+                .into());
+        }
+    }
+    Ok(Some(start))
+}
+
+/// `GET /v2/<name>/blobs/uploads/<id>`
+pub async fn status(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
+    check_session(&ctx, &repo, id).await?;
+    let info = ctx.app.blobs.upload_info(id).await?;
+    Ok(session_response(
+        &ctx,
+        StatusCode::NO_CONTENT,
+        &repo,
+        id,
+        info.size,
+    ))
+}
+
+/// `PATCH /v2/<name>/blobs/uploads/<id>`: a chunk (with `Content-Range`) or a stream.
+pub async fn patch(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
+    check_session(&ctx, &repo, id).await?;
+    let start = chunk_start(&ctx)?;
+    let size = ctx
+        .app
+        .blobs
+        .upload_append(id, start, ctx.take_body())
+        .await?;
+    Ok(session_response(
+        &ctx,
+        StatusCode::ACCEPTED,
+        &repo,
+        id,
+        size,
+    ))
+}
+
+/// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: an optional last chunk, then commit.
+pub async fn finish(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
+    check_session(&ctx, &repo, id).await?;
+    let digest = query_digest(&ctx, "digest")?.ok_or_else(|| {
+        ErrorCode::DigestInvalid.msg("the digest query parameter is required to complete an upload")
+    })?;
+    let start = chunk_start(&ctx)?;
+    let has_body = ctx.header("content-length").is_none_or(|l| l.trim() != "0");
+    if has_body {
+        ctx.app
+            .blobs
+            .upload_append(id, start, ctx.take_body())
+            .await?;
+    }
+    let size = ctx.app.blobs.upload_finish(id, &digest).await?;
+    ctx.app.meta.link_blob(&repo, &digest, size).await?;
+    ctx.app.meta.upload_delete(id).await?;
+    Ok(created(&ctx, &repo, &digest))
+}
+
+/// `DELETE /v2/<name>/blobs/uploads/<id>`
+pub async fn cancel(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
+    check_session(&ctx, &repo, id).await?;
+    ctx.app.blobs.upload_cancel(id).await?;
+    ctx.app.meta.upload_delete(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

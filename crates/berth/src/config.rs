@@ -1,0 +1,301 @@
+//! Configuration: defaults, then a TOML file, then `BERTH_SECTION__KEY` environment
+//! variables, then command-line flags. `berth.example.toml` at the repository root
+//! documents every key with its default; a test keeps the two in step.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub storage: Storage,
+    pub metadata: MetadataConfig,
+    pub auth: Auth,
+    pub gc: Gc,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// Address to listen on.
+    pub listen: String,
+    /// Public base URL (scheme and host) used in links; empty: derived from the request.
+    pub public_url: String,
+    /// PEM certificate chain and key; both set: serve HTTPS.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// How long a shutdown waits for in-flight requests before closing them.
+    pub shutdown_timeout: DurationStr,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "0.0.0.0:5000".into(),
+            public_url: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            shutdown_timeout: DurationStr::from("30s"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    pub data_dir: PathBuf,
+    /// "fs" or "s3".
+    pub backend: String,
+    pub s3: S3,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            data_dir: PathBuf::from("./berth-data"),
+            backend: "fs".into(),
+            s3: S3::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3 {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// Empty: SQLite inside the data directory.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub enabled: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gc {
+    pub interval: DurationStr,
+    pub grace_period: DurationStr,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            interval: DurationStr::from("48h"),
+            grace_period: DurationStr::from("1h"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub manifest_max_bytes: u64,
+    /// Largest page a tags list or catalog request returns.
+    pub page_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            manifest_max_bytes: 4 * 1024 * 1024,
+            page_max: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A tracing filter (`info`, `berth=debug,tower_http=info`); `RUST_LOG` wins.
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// A duration written as `0s`, `90s`, `30m`, `48h`, `7d`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "String", into = "String")]
+pub struct DurationStr(String, #[serde(skip)] Duration);
+
+impl DurationStr {
+    pub fn get(&self) -> Duration {
+        self.1
+    }
+}
+
+impl From<&str> for DurationStr {
+    fn from(s: &str) -> Self {
+        DurationStr::try_from(s.to_string()).expect("valid built-in duration")
+    }
+}
+
+impl TryFrom<String> for DurationStr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let d = parse_duration(&s)?;
+        Ok(DurationStr(s, d))
+    }
+}
+
+impl From<DurationStr> for String {
+    fn from(d: DurationStr) -> String {
+        d.0
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. 0s, 90s, 30m, 48h, 7d"))
+}
+
+/// Values given on the command line; `None` leaves the configured value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub no_auth: bool,
+}
+
+impl Config {
+    /// Loads the configuration with its full precedence chain.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            fig = fig.merge(Toml::file(file));
+        }
+        // Only `BERTH_SECTION__KEY` names are configuration; other BERTH_* variables
+        // (BERTH_ADMIN_PASSWORD) are read where they are used.
+        fig = fig.merge(
+            Env::prefixed("BERTH_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        let mut cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+        })?;
+        if let Some(l) = &overrides.listen {
+            cfg.server.listen = l.clone();
+        }
+        if let Some(d) = &overrides.data_dir {
+            cfg.storage.data_dir = d.clone();
+        }
+        if overrides.no_auth {
+            cfg.auth.enabled = false;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "server.listen {:?} is not an address like 0.0.0.0:5000",
+                    self.server.listen
+                )
+            })?;
+        let url = &self.server.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("server.public_url must start with http:// or https://");
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            bail!("server.tls_cert and server.tls_key must be set together");
+        }
+        match self.storage.backend.as_str() {
+            "fs" | "s3" => {}
+            other => bail!("storage.backend must be \"fs\" or \"s3\", not {other:?}"),
+        }
+        match self.log.format.as_str() {
+            "text" | "json" => {}
+            other => bail!("log.format must be \"text\" or \"json\", not {other:?}"),
+        }
+        if self.limits.page_max == 0 {
+            bail!("limits.page_max must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example file parses, and says exactly the defaults.
+    #[test]
+    fn example_file_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../berth.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed: Config = toml::from_str(&text).expect("example parses with no unknown key");
+        assert_eq!(parsed, Config::default());
+        // Every key of the defaults appears in the example (nothing undocumented).
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let example: toml::Value = toml::from_str(&text).unwrap();
+        fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let p = format!("{prefix}{k}");
+                    keys(v, &format!("{p}."), out);
+                    out.push(p);
+                }
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        keys(&defaults, "", &mut a);
+        keys(&example, "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! Berth: a private container image registry.
+//!
+//! - [`config`]: settings from file, environment and flags;
+//! - [`app`]: the shared state (config, blob store, metadata);
+//! - [`api`]: HTTP — `/v2` (OCI Distribution), health;
+//! - [`meta`]: the metadata database (all SQL lives there);
+//! - [`server`]: listening, graceful shutdown;
+//! - [`cli`]: one module per subcommand.
+//!
+//! Dependency direction: cli → server → api → (meta, blobstore) → oci.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod meta;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,133 @@
+//! Registry metadata: repositories, which blobs each may serve, manifests, their
+//! references, tags and upload sessions. All SQL lives under this module; the rest of
+//! the code asks the [`Metadata`] trait.
+//!
+//! Every change that belongs to one client request (a manifest with its references and
+//! tag) is one transaction.
+
+use async_trait::async_trait;
+use oci::{Digest, RepoName, Tag};
+use uuid::Uuid;
+
+pub mod sqlite;
+
+pub type Result<T> = anyhow::Result<T>;
+
+/// A manifest to record (its bytes are already in the blob store).
+pub struct NewManifest<'a> {
+    pub digest: &'a Digest,
+    pub media_type: &'a str,
+    pub size: u64,
+    pub artifact_type: Option<&'a str>,
+    pub subject: Option<&'a Digest>,
+    /// JSON object of annotations, reported by the referrers API.
+    pub annotations: Option<String>,
+    /// Config and layers: must be linked to the repository.
+    pub blobs: Vec<&'a Digest>,
+    /// Child manifests (of an index): must exist in the repository.
+    pub children: Vec<&'a Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutManifest {
+    Stored,
+    /// A referenced blob or child manifest is not in the repository.
+    MissingReference(Digest),
+}
+
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// One page of a sorted listing.
+pub struct Page {
+    pub items: Vec<String>,
+    /// There are more items after the last one.
+    pub more: bool,
+}
+
+#[async_trait]
+pub trait Metadata: Send + Sync + 'static {
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Records a blob now present in the store and links it to `repo` (creating the
+    /// repository if needed).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+
+    /// Size of `digest` if `repo` may serve it.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Repositories that link `digest` (candidates for a cross-repository mount).
+    async fn repos_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>>;
+
+    /// Removes `digest` from `repo`. Returns whether it was linked.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    async fn upload_create(&self, id: Uuid, repo: &RepoName) -> Result<()>;
+
+    /// The repository an upload session belongs to.
+    async fn upload_repo(&self, id: Uuid) -> Result<Option<RepoName>>;
+
+    async fn upload_delete(&self, id: Uuid) -> Result<()>;
+
+    /// Records a manifest, its references and optionally a tag, in one transaction,
+    /// after checking that everything it references is in the repository.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest<'_>,
+        tag: Option<&Tag>,
+    ) -> Result<PutManifest>;
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRow>>;
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>>;
+
+    /// Deletes a manifest and every tag pointing at it. Returns whether it existed.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    /// Deletes a tag only. Returns whether it existed.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool>;
+
+    /// Tags of `repo` in byte order after `last`, at most `n`; `None` if the
+    /// repository is unknown.
+    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Option<Page>>;
+
+    /// Repository names in byte order after `last`, at most `n`.
+    async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Page>;
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those of one
+    /// artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

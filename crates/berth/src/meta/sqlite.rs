@@ -1,0 +1,425 @@
+//! SQLite metadata: the embedded default, a file inside the data directory.
+//!
+//! Writes go through a pool of one connection, so write transactions never contend with
+//! each other inside the process (other processes, e.g. `berth user add` while the
+//! server runs, wait on the busy timeout). Reads use a separate pool and, thanks to WAL,
+//! never wait for a writer. `synchronous = FULL`: a manifest acknowledged to the client
+//! is on disk.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use oci::{Digest, RepoName, Tag};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{now_ms, ManifestRow, Metadata, NewManifest, Page, PutManifest, Referrer, Result};
+
+/// Schema migrations, applied in order, each once, each in a transaction.
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_registry.sql"))];
+
+pub struct SqliteMetadata {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteMetadata {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .with_context(|| format!("opening SQLite database {}", path.display()))?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        Ok(SqliteMetadata { writer, reader })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .execute(pool)
+        .await?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_none() {
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("applying migration {version}"))?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn repo_id_or_create(conn: &mut SqliteConnection, repo: &RepoName) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO repositories (name, created_at) VALUES (?, ?)
+         ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
+    )
+    .bind(repo.as_str())
+    .bind(now_ms())
+    .fetch_one(conn)
+    .await?)
+}
+
+fn digest(s: String) -> Result<Digest> {
+    Digest::from_str(&s).with_context(|| format!("corrupt digest {s:?} in metadata"))
+}
+
+fn manifest_row(r: sqlx::sqlite::SqliteRow) -> Result<ManifestRow> {
+    Ok(ManifestRow {
+        digest: digest(r.get("digest"))?,
+        media_type: r.get("media_type"),
+        size: r.get::<i64, _>("size") as u64,
+    })
+}
+
+#[async_trait]
+impl Metadata for SqliteMetadata {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let repo_id = repo_id_or_create(&mut tx, repo).await?;
+        let now = now_ms();
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest.to_string())
+            .bind(size as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repo_blobs rb
+             JOIN repositories r ON r.id = rb.repo_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ? AND rb.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn repos_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id
+             WHERE rb.digest = ? ORDER BY r.name",
+        )
+        .bind(digest.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        names
+            .into_iter()
+            .map(|n| {
+                n.parse()
+                    .with_context(|| format!("corrupt repository name {n:?}"))
+            })
+            .collect()
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM repo_blobs WHERE digest = ?
+             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn upload_create(&self, id: Uuid, repo: &RepoName) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, repo, created_at) VALUES (?, ?, ?)")
+            .bind(id.to_string())
+            .bind(repo.as_str())
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn upload_repo(&self, id: Uuid) -> Result<Option<RepoName>> {
+        let name: Option<String> = sqlx::query_scalar("SELECT repo FROM uploads WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        name.map(|n| {
+            n.parse()
+                .with_context(|| format!("corrupt repository name {n:?}"))
+        })
+        .transpose()
+    }
+
+    async fn upload_delete(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest<'_>,
+        tag: Option<&Tag>,
+    ) -> Result<PutManifest> {
+        let mut tx = self.writer.begin().await?;
+        let repo_id = repo_id_or_create(&mut tx, repo).await?;
+        for d in &m.blobs {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?")
+                    .bind(repo_id)
+                    .bind(d.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                return Ok(PutManifest::MissingReference((*d).clone()));
+            }
+        }
+        for d in &m.children {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
+                    .bind(repo_id)
+                    .bind(d.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                return Ok(PutManifest::MissingReference((*d).clone()));
+            }
+        }
+        let now = now_ms();
+        let digest = m.digest.to_string();
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+            .bind(&digest)
+            .bind(m.size as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(m.media_type)
+        .bind(m.size as i64)
+        .bind(m.artifact_type)
+        .bind(m.subject.map(|s| s.to_string()))
+        .bind(m.annotations.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let refs = m
+            .blobs
+            .iter()
+            .map(|d| (d, 0))
+            .chain(m.children.iter().map(|d| (d, 1)));
+        for (child, kind) in refs {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo_id, manifest, child, kind) VALUES (?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(&digest)
+            .bind(child.to_string())
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(tag) = tag {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(&digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifest::Stored)
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRow>> {
+        sqlx::query(
+            "SELECT m.digest, m.media_type, m.size FROM tags t
+             JOIN repositories r ON r.id = t.repo_id
+             JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+             WHERE r.name = ? AND t.name = ?",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.reader)
+        .await?
+        .map(manifest_row)
+        .transpose()
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>> {
+        sqlx::query(
+            "SELECT m.digest, m.media_type, m.size FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = ? AND m.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.reader)
+        .await?
+        .map(manifest_row)
+        .transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        // Tags and references go with it (ON DELETE CASCADE).
+        let r = sqlx::query(
+            "DELETE FROM manifests WHERE digest = ?
+             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM tags WHERE name = ?
+             AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag.as_str())
+        .bind(repo.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Option<Page>> {
+        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(repo_id) = repo_id else {
+            return Ok(None);
+        };
+        let items: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(n as i64 + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(Some(page(items, n)))
+    }
+
+    async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Page> {
+        let items: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n as i64 + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(page(items, n))
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?)
+             ORDER BY m.created_at, m.digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Referrer {
+                    digest: digest(r.get("digest"))?,
+                    media_type: r.get("media_type"),
+                    size: r.get::<i64, _>("size") as u64,
+                    artifact_type: r.get("artifact_type"),
+                    annotations: r.get("annotations"),
+                })
+            })
+            .collect()
+    }
+}
+
+fn page(mut items: Vec<String>, n: u32) -> Page {
+    let more = items.len() > n as usize;
+    items.truncate(n as usize);
+    Page { items, more }
+}

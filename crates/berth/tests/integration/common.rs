@@ -1,0 +1,174 @@
+//! The test harness: every integration test talks HTTP to a real `berth serve` process
+//! on a loopback port, with its own temporary data directory.
+//!
+//! `BERTH_TEST_EXTERNAL_URL` points the suite at an already running registry instead
+//! (used to compare behaviour with the CNCF distribution registry); tests that need to
+//! restart or kill the server skip themselves loudly in that mode.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestApp {
+    /// e.g. `http://127.0.0.1:41234`, no trailing slash.
+    pub base: String,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+    port: u16,
+    env: Vec<(String, String)>,
+    data_dir: Option<tempfile::TempDir>,
+}
+
+pub struct Builder {
+    env: Vec<(String, String)>,
+}
+
+impl Builder {
+    /// Sets a `BERTH_*` environment variable (e.g. `BERTH_LIMITS__MANIFEST_MAX_BYTES`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        if let Ok(url) = std::env::var("BERTH_TEST_EXTERNAL_URL") {
+            return TestApp {
+                base: url.trim_end_matches('/').to_string(),
+                client: client(),
+                child: None,
+                port: 0,
+                env: self.env,
+                data_dir: None,
+            };
+        }
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let port = free_port();
+        let mut app = TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            client: client(),
+            child: None,
+            port,
+            env: self.env,
+            data_dir: Some(data_dir),
+        };
+        app.spawn().await;
+        app
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestApp {
+    pub fn builder() -> Builder {
+        Builder { env: Vec::new() }
+    }
+
+    /// A fresh, empty, open (no auth) registry.
+    pub async fn start() -> TestApp {
+        Self::builder().start().await
+    }
+
+    pub fn is_external(&self) -> bool {
+        self.data_dir.is_none()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir
+            .as_ref()
+            .expect("external registry has no data dir")
+            .path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn spawn(&mut self) {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--no-auth")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("BERTH_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn berth"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("berth exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "berth did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL the server (no chance to clean up), then start it again on the same port
+    /// and data directory.
+    pub async fn kill_and_restart(&mut self) {
+        assert!(!self.is_external(), "cannot restart an external registry");
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn().await;
+    }
+
+    /// SIGTERM the server and wait for it to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running server");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        child.wait().unwrap()
+    }
+
+    pub async fn restart(&mut self) {
+        self.terminate();
+        self.spawn().await;
+    }
+
+    /// Starts the server again (same port and data directory) after `terminate()`.
+    pub async fn respawn(&mut self) {
+        assert!(!self.is_external(), "cannot restart an external registry");
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn().await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The filesystem blob store: the embedded default.
+//!
+//! Layout under the root:
+//! - `blobs/<alg>/<first two hex>/<hex>`: committed blobs, immutable;
+//! - `uploads/<uuid>`: the bytes of an open upload session;
+//! - `tmp/<uuid>`: monolithic uploads being received.
+//!
+//! A blob is written to a file outside `blobs/`, hashed on the way, fsync'd, and renamed
+//! into place only when its digest matches: a crash at any moment leaves either no blob
+//! or a complete one. Two pushes of the same blob race harmlessly: both renames install
+//! identical content. Upload sessions are plain files, so they survive a restart; the
+//! running hash is kept in memory and recomputed from the file when it is missing.
+
+use std::collections::HashMap;
+use std::io::{self, Read, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use oci::{Algorithm, Digest, DigestHasher};
+use tokio::io::AsyncSeekExt;
+use uuid::Uuid;
+
+use crate::pump::pump;
+use crate::{BlobError, BlobStore, ByteStream, Result, UploadInfo};
+
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The running hash of an upload, valid for the first `offset` bytes of its file.
+#[derive(Default)]
+struct UploadState {
+    hashed: Option<(u64, DigestHasher)>,
+}
+
+pub struct FsBlobStore {
+    root: PathBuf,
+    /// One lock per upload session that this process has touched: requests of one
+    /// session are serialised; the state caches its running hash.
+    sessions: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<UploadState>>>>,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store under `root`, and removes the leftovers of
+    /// monolithic uploads interrupted by a crash.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        for d in ["blobs", "uploads", "tmp"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        for entry in std::fs::read_dir(root.join("tmp"))? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        Ok(FsBlobStore {
+            root,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        // The digest is validated: algorithm is a known name, hex is [0-9a-f]{64|128}.
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
+    }
+
+    fn upload_path(&self, id: Uuid) -> PathBuf {
+        self.root.join("uploads").join(id.to_string())
+    }
+
+    fn session(&self, id: Uuid) -> Arc<tokio::sync::Mutex<UploadState>> {
+        self.sessions.lock().unwrap().entry(id).or_default().clone()
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.sessions.lock().unwrap().remove(&id);
+    }
+
+    /// Makes `tmp` durable and moves it to the blob's place.
+    async fn commit(&self, tmp: PathBuf, file: std::fs::File, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            file.sync_all()?;
+            drop(file);
+            let dir = dest.parent().expect("blob path has a parent");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&tmp, &dest)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| BlobError::Io(io::Error::other(e)))??;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().append(true).open(path)
+}
+
+/// Hashes the first `len` bytes of `path` (used when the running hash is not known,
+/// e.g. after a restart, or for an algorithm other than the one kept running).
+fn hash_file(path: &Path, algorithm: Algorithm, len: u64) -> io::Result<DigestHasher> {
+    let mut h = DigestHasher::new(algorithm);
+    let mut f = std::fs::File::open(path)?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BlobError::Io(io::Error::other(e)))?
+        .map_err(BlobError::Io)
+}
+
+fn not_found_as<T>(r: io::Result<T>, e: BlobError) -> Result<T> {
+    r.map_err(|err| {
+        if err.kind() == io::ErrorKind::NotFound {
+            e
+        } else {
+            BlobError::Io(err)
+        }
+    })
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let mut f = not_found_as(
+            tokio::fs::File::open(self.blob_path(digest)).await,
+            BlobError::NotFound,
+        )?;
+        let stream = match range {
+            Some((first, last)) => {
+                f.seek(SeekFrom::Start(first)).await?;
+                let r = tokio::io::AsyncReadExt::take(f, last - first + 1);
+                tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK).boxed()
+            }
+            None => tokio_util::io::ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
+        };
+        Ok(stream)
+    }
+
+    async fn put(&self, expected: &Digest, body: ByteStream) -> Result<u64> {
+        let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
+        let file = std::fs::File::create(&tmp)?;
+        let result = pump(file, DigestHasher::new(expected.algorithm()), body, None).await;
+        let p = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let actual = p.hasher.finish();
+        if &actual != expected {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(BlobError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.commit(tmp, p.file, expected).await?;
+        Ok(p.written)
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in read_dir_or_empty(&root)? {
+                for prefix in read_dir_or_empty(&alg.path())? {
+                    for blob in read_dir_or_empty(&prefix.path())? {
+                        let name = format!(
+                            "{}:{}",
+                            alg.file_name().to_string_lossy(),
+                            blob.file_name().to_string_lossy()
+                        );
+                        // Anything that is not a well-formed digest is not a blob.
+                        if let Ok(d) = name.parse::<Digest>() {
+                            out.push((d, blob.metadata()?.len()));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn upload_start(&self, id: Uuid) -> Result<()> {
+        tokio::fs::File::create(self.upload_path(id)).await?;
+        Ok(())
+    }
+
+    async fn upload_info(&self, id: Uuid) -> Result<UploadInfo> {
+        let m = not_found_as(
+            tokio::fs::metadata(self.upload_path(id)).await,
+            BlobError::UploadUnknown,
+        )?;
+        Ok(UploadInfo {
+            id,
+            size: m.len(),
+            modified: m.modified()?,
+        })
+    }
+
+    async fn upload_append(&self, id: Uuid, start: Option<u64>, body: ByteStream) -> Result<u64> {
+        let session = self.session(id);
+        let mut state = session.lock().await;
+        let path = self.upload_path(id);
+        let file = not_found_as(open_append(&path), BlobError::UploadUnknown)?;
+        let size = file.metadata()?.len();
+        if let Some(start) = start {
+            if start != size {
+                return Err(BlobError::OffsetMismatch { current: size });
+            }
+        }
+        let hasher = match state.hashed.take() {
+            Some((offset, h)) if offset == size => h,
+            _ => {
+                let p = path.clone();
+                blocking(move || hash_file(&p, Algorithm::Sha256, size)).await?
+            }
+        };
+        match pump(file, hasher.clone(), body, None).await {
+            Ok(p) => {
+                let new_size = size + p.written;
+                state.hashed = Some((new_size, p.hasher));
+                Ok(new_size)
+            }
+            Err(e) => {
+                // Put the session back exactly as it was: all of the chunk or none.
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(size)?;
+                state.hashed = Some((size, hasher));
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_finish(&self, id: Uuid, digest: &Digest) -> Result<u64> {
+        let session = self.session(id);
+        let mut state = session.lock().await;
+        let path = self.upload_path(id);
+        let file = not_found_as(std::fs::File::open(&path), BlobError::UploadUnknown)?;
+        let size = file.metadata()?.len();
+        let hasher = match state.hashed.take() {
+            Some((offset, h)) if offset == size && h.algorithm() == digest.algorithm() => h,
+            _ => {
+                let (p, alg) = (path.clone(), digest.algorithm());
+                blocking(move || hash_file(&p, alg, size)).await?
+            }
+        };
+        let actual = hasher.clone().finish();
+        if &actual != digest {
+            state.hashed = Some((size, hasher)).filter(|(_, h)| h.algorithm() == Algorithm::Sha256);
+            return Err(BlobError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        self.commit(path, file, digest).await?;
+        drop(state);
+        self.forget(id);
+        Ok(size)
+    }
+
+    async fn upload_cancel(&self, id: Uuid) -> Result<bool> {
+        let session = self.session(id);
+        let _state = session.lock().await;
+        let existed = match tokio::fs::remove_file(self.upload_path(id)).await {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e.into()),
+        };
+        drop(_state);
+        self.forget(id);
+        Ok(existed)
+    }
+
+    async fn uploads(&self) -> Result<Vec<UploadInfo>> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            for e in read_dir_or_empty(&dir)? {
+                if let Ok(id) = e.file_name().to_string_lossy().parse::<Uuid>() {
+                    let m = e.metadata()?;
+                    out.push(UploadInfo {
+                        id,
+                        size: m.len(),
+                        modified: m.modified()?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn read_dir_or_empty(p: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(p) {
+        Ok(rd) => rd.collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::stream;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        let parts: Vec<&'static [u8]> = parts.to_vec();
+        stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed()
+    }
+
+    async fn read_all(s: ByteStream) -> Vec<u8> {
+        let chunks: Vec<_> = s.collect().await;
+        chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn put_verifies_and_reads_back_with_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsBlobStore::open(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"hello world");
+        assert_eq!(s.put(&d, body(&[b"hello ", b"world"])).await.unwrap(), 11);
+        assert_eq!(s.stat(&d).await.unwrap(), Some(11));
+        assert_eq!(
+            read_all(s.read(&d, None).await.unwrap()).await,
+            b"hello world"
+        );
+        assert_eq!(
+            read_all(s.read(&d, Some((6, 10))).await.unwrap()).await,
+            b"world"
+        );
+        let wrong = Digest::sha256_of(b"other");
+        assert!(matches!(
+            s.put(&wrong, body(&[b"hello"])).await,
+            Err(BlobError::DigestMismatch { .. })
+        ));
+        assert_eq!(s.stat(&wrong).await.unwrap(), None);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(s.list().await.unwrap(), vec![(d.clone(), 11)]);
+        assert!(s.delete(&d).await.unwrap());
+        assert!(matches!(s.read(&d, None).await, Err(BlobError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn uploads_append_check_offsets_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        {
+            let s = FsBlobStore::open(dir.path()).unwrap();
+            s.upload_start(id).await.unwrap();
+            assert_eq!(
+                s.upload_append(id, Some(0), body(&[b"abc"])).await.unwrap(),
+                3
+            );
+            assert!(matches!(
+                s.upload_append(id, Some(0), body(&[b"abc"])).await,
+                Err(BlobError::OffsetMismatch { current: 3 })
+            ));
+        }
+        // A new process: the running hash is gone and is rebuilt from the file.
+        let s = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(s.upload_info(id).await.unwrap().size, 3);
+        assert_eq!(s.upload_append(id, None, body(&[b"def"])).await.unwrap(), 6);
+        let d512 = Digest::of(Algorithm::Sha512, b"abcdef");
+        assert!(matches!(
+            s.upload_finish(id, &Digest::sha256_of(b"x")).await,
+            Err(BlobError::DigestMismatch { .. })
+        ));
+        assert_eq!(s.upload_finish(id, &d512).await.unwrap(), 6);
+        assert_eq!(
+            read_all(s.read(&d512, None).await.unwrap()).await,
+            b"abcdef"
+        );
+        assert!(matches!(
+            s.upload_info(id).await,
+            Err(BlobError::UploadUnknown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_chunk_leaves_the_upload_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsBlobStore::open(dir.path()).unwrap();
+        let id = Uuid::new_v4();
+        s.upload_start(id).await.unwrap();
+        s.upload_append(id, None, body(&[b"abc"])).await.unwrap();
+        let broken = stream::iter(vec![
+            Ok(Bytes::from_static(b"zzz")),
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")),
+        ])
+        .boxed();
+        assert!(matches!(
+            s.upload_append(id, None, broken).await,
+            Err(BlobError::Body(_))
+        ));
+        assert_eq!(s.upload_info(id).await.unwrap().size, 3);
+        s.upload_append(id, Some(3), body(&[b"def"])).await.unwrap();
+        s.upload_finish(id, &Digest::sha256_of(b"abcdef"))
+            .await
+            .unwrap();
+    }
+}
