@@ -22,7 +22,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// A `Range` / `Content-Range` that does not fit (416).
     RangeInvalid,
-    /// A path nothing under `/v2/` handles.
+    /// A path nothing under `/v2/` handles (404, code `UNSUPPORTED`: the spec has no
+    /// "not found" code for endpoints).
     NotFound,
     MethodNotAllowed,
     /// A manifest larger than the configured limit.
@@ -48,10 +49,9 @@ impl ErrorCode {
             TagInvalid => "TAG_INVALID",
             Unauthorized => "UNAUTHORIZED",
             Denied => "DENIED",
-            Unsupported | MethodNotAllowed => "UNSUPPORTED",
+            Unsupported | MethodNotAllowed | NotFound => "UNSUPPORTED",
             TooManyRequests => "TOOMANYREQUESTS",
             RangeInvalid => "BLOB_UPLOAD_INVALID",
-            NotFound => "NOT_FOUND",
             Internal => "INTERNAL_ERROR",
             Unavailable => "UNAVAILABLE",
         }

@@ -87,9 +87,7 @@ pub fn parse(path: &str) -> Result<Endpoint, OciError> {
                 let repo = name(head)?;
                 return Ok(Endpoint::Referrers(repo, digest(last)?));
             }
-            "list" if head.last() == Some(&"tags") => {
-                return Ok(Endpoint::Tags(name(&head[..head.len() - 1])?));
-            }
+            "tags" if last == "list" => return Ok(Endpoint::Tags(name(head)?)),
             _ => {}
         }
     }
@@ -164,7 +162,7 @@ mod tests {
         assert_eq!(code("/v2//a/tags/list"), "NAME_INVALID");
         assert_eq!(code("/v2/a/blobs/sha256:xyz"), "DIGEST_INVALID");
         assert_eq!(code("/v2/a/blobs/md5:abc"), "DIGEST_INVALID");
-        assert_eq!(code("/v2/a/blobs/uploads/../../etc"), "NAME_INVALID");
+        assert_eq!(code("/v2/a/blobs/uploads/../../etc"), "UNSUPPORTED");
         assert_eq!(
             code("/v2/a/blobs/uploads/not-a-uuid"),
             "BLOB_UPLOAD_UNKNOWN"
@@ -177,8 +175,8 @@ mod tests {
             code(&format!("/v2/{}/tags/list", "a".repeat(256))),
             "NAME_INVALID"
         );
-        assert_eq!(code("/v2/a/nothing"), "NOT_FOUND");
-        assert_eq!(code("/v2/a"), "NOT_FOUND");
-        assert_eq!(code("/v2x"), "NOT_FOUND");
+        assert_eq!(code("/v2/a/nothing"), "UNSUPPORTED");
+        assert_eq!(code("/v2/a"), "UNSUPPORTED");
+        assert_eq!(code("/v2x"), "UNSUPPORTED");
     }
 }

@@ -82,6 +82,11 @@ impl TestApp {
         Self::builder().start().await
     }
 
+    /// Process id of the running server (to read its memory use).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_external(&self) -> bool {
         self.data_dir.is_none()
     }

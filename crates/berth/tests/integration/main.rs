@@ -1,4 +1,18 @@
-//! Integration tests: one binary, real `berth serve` processes on loopback ports.
+//! Integration tests: OCI Distribution Spec v1.1 conformance and durability, against a
+//! real `berth serve` process (see `common.rs`), one binary for link-time's sake.
+//!
+//! `BERTH_TEST_EXTERNAL_URL=http://host:port` runs the suite against another registry
+//! (e.g. the CNCF distribution registry) to compare behaviour.
 
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+mod helpers;
+
+mod discovery;
+mod durability;
+mod errors;
+mod management;
+mod memory;
+mod pull;
+mod push;
