@@ -5,8 +5,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use blobstore::{BlobStore, FsBlobStore};
 
+use crate::auth::jwt::Signer;
+use crate::auth::throttle::Throttle;
+use crate::auth::VerifiedCache;
 use crate::config::Config;
-use crate::meta::{sqlite::SqliteMetadata, Metadata};
+use crate::meta::accounts::{Accounts, AuditEntry, Created};
+use crate::meta::{now_ms, sqlite::SqliteMetadata, Metadata};
 
 pub type AppState = Arc<App>;
 
@@ -14,14 +18,40 @@ pub struct App {
     pub config: Config,
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn Metadata>,
+    pub accounts: Arc<dyn Accounts>,
+    pub signer: Signer,
+    pub throttle: Throttle,
+    pub verified: VerifiedCache,
 }
 
-impl App {
-    /// Opens the stores the configuration names, creating the data directory.
-    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+/// The stores a configuration names, for the server and for CLI commands alike.
+pub struct Stores {
+    pub meta: Arc<dyn Metadata>,
+    pub accounts: Arc<dyn Accounts>,
+}
+
+impl Stores {
+    pub async fn open(config: &Config) -> anyhow::Result<Stores> {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        if !config.metadata.url.is_empty() {
+            bail!("metadata.url: only the embedded SQLite database is supported by this build yet; leave it empty");
+        }
+        let sqlite = Arc::new(SqliteMetadata::open(&data_dir.join("berth.db")).await?);
+        Ok(Stores {
+            meta: sqlite.clone(),
+            accounts: sqlite,
+        })
+    }
+}
+
+impl App {
+    /// Opens the stores the configuration names, creating the data directory, and on
+    /// first start (no users) the `admin` account.
+    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+        let Stores { meta, accounts } = Stores::open(&config).await?;
+        let data_dir = &config.storage.data_dir;
         let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
             "fs" => Arc::new(
                 FsBlobStore::open(data_dir.join("blobstore"))
@@ -31,15 +61,54 @@ impl App {
                 bail!("storage.backend = {other:?} is not supported by this build yet; use \"fs\"")
             }
         };
-        let meta: Arc<dyn Metadata> = if config.metadata.url.is_empty() {
-            Arc::new(SqliteMetadata::open(&data_dir.join("berth.db")).await?)
-        } else {
-            bail!("metadata.url: only the embedded SQLite database is supported by this build yet; leave it empty")
-        };
+        let signer =
+            Signer::load_or_create(data_dir, &config.auth.service, config.auth.token_ttl.get())?;
+        if config.auth.enabled {
+            bootstrap_admin(accounts.as_ref()).await?;
+        }
         Ok(Arc::new(App {
             config,
             blobs,
             meta,
+            accounts,
+            signer,
+            throttle: Throttle::default(),
+            verified: VerifiedCache::default(),
         }))
     }
+}
+
+/// With no user at all, creates `admin` with `BERTH_ADMIN_PASSWORD` or a random
+/// password printed once.
+async fn bootstrap_admin(accounts: &dyn Accounts) -> anyhow::Result<()> {
+    if accounts.user_count().await? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match std::env::var("BERTH_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (crate::auth::password::random_password(), true),
+    };
+    let hash = crate::auth::password::hash(&password)?;
+    if let Created::Ok(_) = accounts.user_create("admin", &hash, true).await? {
+        if generated {
+            // Printed once, on purpose: it is the only way to learn it.
+            tracing::warn!(user = "admin", password = %password, "created the first admin account; change this password");
+        } else {
+            tracing::info!(
+                user = "admin",
+                "created the first admin account from BERTH_ADMIN_PASSWORD"
+            );
+        }
+        accounts
+            .audit(AuditEntry {
+                at: now_ms(),
+                actor: None,
+                action: "user_add".into(),
+                target: Some("admin".into()),
+                detail: Some("first start".into()),
+                client: None,
+            })
+            .await?;
+    }
+    Ok(())
 }

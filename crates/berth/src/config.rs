@@ -88,11 +88,19 @@ pub struct MetadataConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     pub enabled: bool,
+    /// The `service` of the Docker token flow (the JWT audience).
+    pub service: String,
+    /// Lifetime of bearer tokens issued by `/auth/token`.
+    pub token_ttl: DurationStr,
 }
 
 impl Default for Auth {
     fn default() -> Self {
-        Auth { enabled: true }
+        Auth {
+            enabled: true,
+            service: "berth".into(),
+            token_ttl: DurationStr::from("5m"),
+        }
     }
 }
 
@@ -250,6 +258,12 @@ impl Config {
         match self.log.format.as_str() {
             "text" | "json" => {}
             other => bail!("log.format must be \"text\" or \"json\", not {other:?}"),
+        }
+        if self.auth.service.is_empty() || self.auth.service.contains('"') {
+            bail!("auth.service must be a non-empty name without quotes");
+        }
+        if self.auth.token_ttl.get() < Duration::from_secs(10) {
+            bail!("auth.token_ttl must be at least 10s");
         }
         if self.limits.page_max == 0 {
             bail!("limits.page_max must be at least 1");

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: settings from file, environment and flags;
 //! - [`app`]: the shared state (config, blob store, metadata);
-//! - [`api`]: HTTP — `/v2` (OCI Distribution), health;
+//! - [`api`]: HTTP — `/v2` (OCI Distribution), `/auth/token`, health;
+//! - [`auth`]: who is calling, and the access rule;
 //! - [`meta`]: the metadata database (all SQL lives there);
 //! - [`server`]: listening, graceful shutdown;
 //! - [`cli`]: one module per subcommand.
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod meta;

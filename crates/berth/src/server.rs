@@ -14,10 +14,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !config.server.tls_cert.is_empty() {
         bail!("server.tls_cert/tls_key: TLS is not supported by this build yet; terminate TLS in front of Berth");
     }
-    if config.auth.enabled {
+    if !config.auth.enabled {
         tracing::warn!(
-            "authentication is not implemented in this build yet: the registry is open to \
-             anyone who can reach it; run with --no-auth to acknowledge"
+            "authentication is off: anyone who can reach this registry may pull, push and delete"
         );
     }
     let listen = config.server.listen.clone();
@@ -37,7 +36,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "berth is serving"
     );
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, crate::api::router(app))
+    let service =
+        crate::api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");

@@ -49,6 +49,7 @@ pub async fn get(ctx: Ctx, repo: RepoName, digest: Digest) -> ApiResult {
 
 pub async fn delete(ctx: Ctx, repo: RepoName, digest: Digest) -> ApiResult {
     if ctx.app.meta.unlink_blob(&repo, &digest).await? {
+        ctx.audit("delete", format!("{repo}@{digest}")).await;
         // The bytes stay until garbage collection finds no repository linking them.
         Ok(StatusCode::ACCEPTED.into_response())
     } else {

@@ -62,7 +62,12 @@ pub async fn tags(ctx: Ctx, repo: RepoName) -> ApiResult {
 
 pub async fn catalog(ctx: Ctx) -> ApiResult {
     let n = page_size(&ctx)?;
-    let page = ctx.app.meta.catalog(ctx.query("last"), n).await?;
+    let namespaces = ctx.caller.readable_namespaces();
+    let page = ctx
+        .app
+        .meta
+        .catalog(namespaces.as_deref(), ctx.query("last"), n)
+        .await?;
     let resp = Json(json!({ "repositories": page.items })).into_response();
     Ok(with_link(&ctx, "/v2/_catalog", n, &page, resp))
 }

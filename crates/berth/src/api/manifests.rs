@@ -151,6 +151,8 @@ pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
                 .into())
         }
         PutManifest::Stored => {
+            ctx.audit("push", format!("{repo}:{reference}@{digest}"))
+                .await;
             let mut resp = (
                 StatusCode::CREATED,
                 [
@@ -187,6 +189,7 @@ pub async fn delete(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult
         Reference::Tag(t) => ctx.app.meta.delete_tag(&repo, t).await?,
     };
     if deleted {
+        ctx.audit("delete", format!("{repo}:{reference}")).await;
         Ok(StatusCode::ACCEPTED.into_response())
     } else {
         Err(ErrorCode::ManifestUnknown

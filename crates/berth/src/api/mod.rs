@@ -6,9 +6,10 @@
 //! (method, endpoint); anything unmatched is an OCI error, never a bare 404/405.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -20,15 +21,18 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 
+mod authz;
 mod blobs;
 mod discovery;
 pub mod error;
 mod manifests;
 pub mod route;
+mod token;
 mod uploads;
 
-use error::{ApiError, ApiResult};
+use error::ApiResult;
 use route::Endpoint;
 
 pub fn router(app: AppState) -> Router {
@@ -36,6 +40,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
+        .route("/auth/token", get(token::token).post(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(
@@ -64,6 +69,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
 /// What a handler gets from the request.
 pub(crate) struct Ctx {
     pub app: AppState,
+    pub caller: Caller,
+    pub client: Option<IpAddr>,
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
@@ -99,34 +106,83 @@ impl Ctx {
             path
         )
     }
+
+    /// Records an audited action of this caller.
+    pub async fn audit(&self, action: &str, target: String) {
+        let entry = crate::meta::accounts::AuditEntry {
+            at: crate::meta::now_ms(),
+            actor: self.caller.name().map(str::to_string),
+            action: action.to_string(),
+            target: Some(target),
+            detail: None,
+            client: self.client.map(|c| c.to_string()),
+        };
+        if let Err(e) = self.app.accounts.audit(entry).await {
+            tracing::warn!(error = %e, action, "could not write the audit log");
+        }
+    }
+}
+
+/// The registry's base URL as clients see it: `server.public_url`, or the scheme and
+/// `Host` of the request.
+pub(crate) fn public_base(app: &crate::app::App, headers: &HeaderMap) -> String {
+    let configured = app.config.server.public_url.trim_end_matches('/');
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/']))
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+/// The client's address, when the server was started with connection info.
+pub(crate) fn client_ip(parts: &axum::http::request::Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 async fn v2(State(app): State<AppState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let result = match route::parse(parts.uri.path()) {
-        Ok(endpoint) => {
-            let query = parts
-                .uri
-                .query()
-                .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-                .unwrap_or_default();
-            let ctx = Ctx {
-                app,
-                method: parts.method,
-                headers: parts.headers,
-                query,
-                body: std::sync::Mutex::new(Some(body)),
-            };
-            dispatch(ctx, endpoint).await
-        }
-        Err(e) => Err(ApiError::from(e)),
-    };
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    let mut resp = handle_v2(app, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
     );
     resp
+}
+
+/// Parse, authenticate and authorise, then handle.
+async fn handle_v2(app: AppState, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let client = client_ip(&parts);
+    let endpoint = route::parse(parts.uri.path())?;
+    let caller = authz::authorize(&app, &parts, client, &endpoint).await?;
+    let query = parts
+        .uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default();
+    let ctx = Ctx {
+        app,
+        caller,
+        client,
+        method: parts.method,
+        headers: parts.headers,
+        query,
+        body: std::sync::Mutex::new(Some(body)),
+    };
+    dispatch(ctx, endpoint).await
 }
 
 async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> ApiResult {

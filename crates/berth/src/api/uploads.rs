@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
 use super::{upload_range, Ctx};
+use crate::auth::acl::Actions;
 
 fn query_digest(ctx: &Ctx, key: &str) -> Result<Option<Digest>, OciError> {
     ctx.query(key)
@@ -85,22 +86,32 @@ pub async fn start(ctx: Ctx, repo: RepoName) -> ApiResult {
     Ok(session_response(&ctx, StatusCode::ACCEPTED, &repo, id, 0))
 }
 
-/// Links `digest` into `repo` if a repository the caller may read already has it.
+/// Links `digest` into `repo` if a repository the caller may pull from already has it
+/// (a blob is never mounted from a repository the caller could not read).
 async fn try_mount(
     ctx: &Ctx,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<Option<Response>, ApiError> {
+    let readable = |r: &RepoName| ctx.caller.permitted(r).contains(Actions::PULL);
     let from = ctx.query("from").and_then(|f| f.parse::<RepoName>().ok());
-    let size = match &from {
-        Some(from) => ctx.app.meta.repo_blob(from, digest).await?,
+    let source = match from {
+        Some(from) => Some(from).filter(readable),
         // Without `from`, the spec lets the registry pick any source it knows.
-        None => match ctx.app.meta.repos_with_blob(digest).await?.first() {
-            Some(source) => ctx.app.meta.repo_blob(source, digest).await?,
-            None => None,
-        },
+        None => ctx
+            .app
+            .meta
+            .repos_with_blob(digest)
+            .await?
+            .into_iter()
+            .find(readable),
     };
-    let Some(size) = size else { return Ok(None) };
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let Some(size) = ctx.app.meta.repo_blob(&source, digest).await? else {
+        return Ok(None);
+    };
     if ctx.app.blobs.stat(digest).await?.is_none() {
         return Ok(None);
     }

@@ -1,10 +1,17 @@
-//! The `berth` command line: one module per subcommand.
+//! The `berth` command line: one module per subcommand. Every subcommand accepts
+//! `--config` and `--data-dir` (anywhere after its name) and acts on the same database
+//! as a running server.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{Config, Overrides};
+
 pub mod serve;
+pub mod team;
+pub mod token;
+pub mod user;
 
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = "A private container image registry")]
@@ -25,11 +32,81 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry.
     Serve(serve::Args),
+    /// Manage users (a user owns the namespace of their name).
+    #[command(subcommand)]
+    User(user::Command),
+    /// Manage teams (members share the namespace of the team's name).
+    #[command(subcommand)]
+    Team(team::Command),
+    /// Manage access tokens for CI and robots.
+    #[command(subcommand)]
+    Token(token::Command),
+}
+
+impl Cli {
+    /// The configuration for a maintenance command (no server flags).
+    pub fn config(&self) -> anyhow::Result<Config> {
+        Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                data_dir: self.data_dir.clone(),
+                ..Overrides::default()
+            },
+        )
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(ref args) => serve::run(&cli, args).await,
+    match &cli.command {
+        Command::Serve(args) => serve::run(&cli, args).await,
+        Command::User(cmd) => user::run(&cli, cmd).await,
+        Command::Team(cmd) => team::run(&cli, cmd).await,
+        Command::Token(cmd) => token::run(&cli, cmd).await,
+    }
+}
+
+/// Records an account change made from the shell.
+pub(crate) async fn audit(
+    accounts: &dyn crate::meta::accounts::Accounts,
+    action: &str,
+    target: &str,
+    detail: Option<String>,
+) -> anyhow::Result<()> {
+    accounts
+        .audit(crate::meta::accounts::AuditEntry {
+            at: crate::meta::now_ms(),
+            actor: Some("cli".into()),
+            action: action.into(),
+            target: Some(target.into()),
+            detail,
+            client: None,
+        })
+        .await
+}
+
+/// Refuses names that can't be namespaces.
+pub(crate) fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
+    if name.len() > 64 || !oci::name::is_valid_component(name) {
+        anyhow::bail!(
+            "invalid {kind} name {name:?}: use at most 64 lowercase letters, digits and single \
+             separators (. _ __ -) between them, as in a repository path component"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn format_time(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) => time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::macros::format_description!(
+                    "[year]-[month]-[day] [hour]:[minute]"
+                ))
+                .ok()
+            })
+            .unwrap_or_else(|| "-".into()),
     }
 }
 

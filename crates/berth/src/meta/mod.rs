@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use oci::{Digest, RepoName, Tag};
 use uuid::Uuid;
 
+pub mod accounts;
 pub mod sqlite;
 
 pub type Result<T> = anyhow::Result<T>;
@@ -112,8 +113,14 @@ pub trait Metadata: Send + Sync + 'static {
     /// repository is unknown.
     async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Option<Page>>;
 
-    /// Repository names in byte order after `last`, at most `n`.
-    async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Page>;
+    /// Repository names in byte order after `last`, at most `n`; with `namespaces`,
+    /// only repositories in those namespaces.
+    async fn catalog(
+        &self,
+        namespaces: Option<&[String]>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Page>;
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of one
     /// artifact type.

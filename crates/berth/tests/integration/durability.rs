@@ -239,10 +239,12 @@ async fn patch_in_flight_at_sigkill_leaves_no_blob() {
     let resp = app.client.get(upload).send().await.unwrap();
     match resp.status().as_u16() {
         404 => {
+            eprintln!("interrupted session is gone");
             assert_oci_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
         }
         204 => {
             let reported = upload_range_end(&resp) as usize + 1;
+            eprintln!("interrupted session survived, reporting {reported} of {half} bytes sent");
             let loc = location(&resp);
             assert!(
                 reported <= half,

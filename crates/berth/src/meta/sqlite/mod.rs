@@ -6,7 +6,8 @@
 //! never wait for a writer. `synchronous = FULL`: a change acknowledged to a client is
 //! on disk.
 //!
-//! One file per area: `registry.rs` (repositories, blobs, manifests, tags, uploads).
+//! One file per area: `registry.rs` (repositories, blobs, manifests, tags, uploads),
+//! `accounts.rs` (users, teams, tokens, audit log).
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,13 +18,20 @@ use sqlx::SqlitePool;
 
 use super::{now_ms, Result};
 
+mod accounts;
 mod registry;
 
 /// Schema migrations, applied in order, each once, each in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/sqlite/0001_registry.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/sqlite/0001_registry.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_accounts.sql"),
+    ),
+];
 
 pub struct SqliteMetadata {
     writer: SqlitePool,

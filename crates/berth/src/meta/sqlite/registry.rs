@@ -310,14 +310,34 @@ impl Metadata for SqliteMetadata {
         Ok(Some(page(items, n)))
     }
 
-    async fn catalog(&self, last: Option<&str>, n: u32) -> Result<Page> {
-        let items: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(n as i64 + 1)
-        .fetch_all(&self.reader)
-        .await?;
+    async fn catalog(
+        &self,
+        namespaces: Option<&[String]>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Page> {
+        // Each namespace is the repository of that name plus the range of names under
+        // `ns/` ('0' follows '/'): index range scans, whatever the registry's size.
+        let filter = match namespaces {
+            None => "1".to_string(),
+            Some([]) => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    more: false,
+                })
+            }
+            Some(ns) => {
+                vec!["(name = ? OR (name >= ? || '/' AND name < ? || '0'))"; ns.len()].join(" OR ")
+            }
+        };
+        let sql = format!(
+            "SELECT name FROM repositories WHERE name > ? AND ({filter}) ORDER BY name LIMIT ?"
+        );
+        let mut q = sqlx::query_scalar(&sql).bind(last.unwrap_or(""));
+        for ns in namespaces.unwrap_or_default() {
+            q = q.bind(ns).bind(ns).bind(ns);
+        }
+        let items: Vec<String> = q.bind(n as i64 + 1).fetch_all(&self.reader).await?;
         Ok(page(items, n))
     }
 
