@@ -31,6 +31,7 @@ mod manifests;
 pub mod route;
 mod token;
 mod uploads;
+pub mod v1;
 
 use error::ApiResult;
 use route::Endpoint;
@@ -41,6 +42,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
         .route("/auth/token", get(token::token).post(token::token))
+        .merge(v1::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(

@@ -35,6 +35,42 @@ use acl::{Actions, Principal};
 /// scanners) and are told apart from passwords.
 pub const TOKEN_PREFIX: &str = "berth_";
 
+/// Refuses names that can't be namespaces (user and team names).
+pub fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
+    if name.len() > 64 || !oci::name::is_valid_component(name) {
+        anyhow::bail!(
+            "invalid {kind} name {name:?}: use at most 64 lowercase letters, digits and single \
+             separators (. _ __ -) between them, as in a repository path component"
+        );
+    }
+    Ok(())
+}
+
+pub fn check_password(p: &str) -> anyhow::Result<()> {
+    if p.chars().count() < 8 {
+        anyhow::bail!("the password must have at least 8 characters");
+    }
+    if p.len() > 1024 {
+        anyhow::bail!("the password must have at most 1024 bytes");
+    }
+    Ok(())
+}
+
+pub fn check_token_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+        anyhow::bail!("a token name must have 1 to 64 printable characters");
+    }
+    Ok(())
+}
+
+/// A new access-token secret: the prefix and 32 random bytes in hex.
+pub fn new_token_secret() -> String {
+    format!(
+        "{TOKEN_PREFIX}{}",
+        hex::encode(password::random_bytes::<32>())
+    )
+}
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Caller {

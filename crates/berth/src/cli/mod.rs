@@ -84,16 +84,7 @@ pub(crate) async fn audit(
         .await
 }
 
-/// Refuses names that can't be namespaces.
-pub(crate) fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
-    if name.len() > 64 || !oci::name::is_valid_component(name) {
-        anyhow::bail!(
-            "invalid {kind} name {name:?}: use at most 64 lowercase letters, digits and single \
-             separators (. _ __ -) between them, as in a repository path component"
-        );
-    }
-    Ok(())
-}
+pub(crate) use crate::auth::check_name;
 
 pub(crate) fn format_time(ms: Option<i64>) -> String {
     match ms {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::{audit, format_time, Cli};
 use crate::app::Stores;
-use crate::auth::{password, TOKEN_PREFIX};
+use crate::auth::{new_token_secret, password};
 use crate::config::parse_duration;
 use crate::meta::accounts::Created;
 use crate::meta::now_ms;
@@ -39,14 +39,6 @@ pub enum Command {
     },
 }
 
-/// A new token secret: the prefix and 32 random bytes in hex.
-pub fn new_secret() -> String {
-    format!(
-        "{TOKEN_PREFIX}{}",
-        hex::encode(password::random_bytes::<32>())
-    )
-}
-
 pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     let config = cli.config()?;
     let accounts = Stores::open(&config).await?.accounts;
@@ -56,13 +48,11 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             name,
             expires,
         } => {
-            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
-                bail!("a token name must have 1 to 64 printable characters");
-            }
+            crate::auth::check_token_name(name)?;
             let Some((u, _)) = accounts.user_by_name(user).await? else {
                 bail!("no user named {user:?}");
             };
-            let secret = new_secret();
+            let secret = new_token_secret();
             let expires_at = expires.map(|d| now_ms() + d.as_millis() as i64);
             match accounts
                 .token_create(u.id, name, &password::secret_hash(&secret), expires_at)

@@ -54,9 +54,7 @@ fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
         .strip_suffix('\n')
         .map(|p| p.strip_suffix('\r').unwrap_or(p))
         .unwrap_or(&s);
-    if p.chars().count() < 8 {
-        bail!("the password must have at least 8 characters");
-    }
+    crate::auth::check_password(p)?;
     Ok((p.to_string(), false))
 }
 

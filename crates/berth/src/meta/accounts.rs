@@ -10,7 +10,7 @@ use super::Result;
 
 /// What a team member may do in the team's namespace. Stored as text so that new roles
 /// (e.g. read-only) are a new variant, not a schema change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Pull, push and delete.
@@ -32,7 +32,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub name: String,
@@ -42,7 +42,7 @@ pub struct User {
     pub last_login_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Team {
     pub id: i64,
     pub name: String,
@@ -50,13 +50,13 @@ pub struct Team {
     pub members: Vec<Member>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user: String,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccessToken {
     pub id: i64,
     pub user: String,
@@ -66,7 +66,7 @@ pub struct AccessToken {
     pub last_used_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub at: i64,
     pub actor: Option<String>,

@@ -52,6 +52,30 @@ pub struct Referrer {
     pub annotations: Option<String>,
 }
 
+/// A repository as listings show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RepoSummary {
+    pub name: String,
+    pub tags: u64,
+    pub manifests: u64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// When a tag of it last moved (Unix milliseconds).
+    pub updated_at: Option<i64>,
+}
+
+/// A tag with what it points at.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TagDetail {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Manifest plus the blobs it references directly (config and layers).
+    pub size: u64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
 /// One page of a sorted listing.
 pub struct Page {
     pub items: Vec<String>,
@@ -121,6 +145,23 @@ pub trait Metadata: Send + Sync + 'static {
         last: Option<&str>,
         n: u32,
     ) -> Result<Page>;
+
+    /// Repositories with counts, filtered like [`Metadata::catalog`] and by a
+    /// substring of the name.
+    async fn repositories(
+        &self,
+        namespaces: Option<&[String]>,
+        contains: Option<&str>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<(Vec<RepoSummary>, bool)>;
+
+    /// Tags of a repository with their manifests; `None` if it doesn't exist.
+    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>>;
+
+    /// Deletes a repository with its tags, manifests and blob links. Returns whether it
+    /// existed. Blobs are left to garbage collection.
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool>;
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of one
     /// artifact type.

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::SqliteMetadata;
 use crate::meta::{
-    now_ms, ManifestRow, Metadata, NewManifest, Page, PutManifest, Referrer, Result,
+    now_ms, ManifestRow, Metadata, NewManifest, Page, PutManifest, Referrer, RepoSummary, Result,
+    TagDetail,
 };
 
 async fn repo_id_or_create(conn: &mut SqliteConnection, repo: &RepoName) -> Result<i64> {
@@ -316,29 +317,112 @@ impl Metadata for SqliteMetadata {
         last: Option<&str>,
         n: u32,
     ) -> Result<Page> {
-        // Each namespace is the repository of that name plus the range of names under
-        // `ns/` ('0' follows '/'): index range scans, whatever the registry's size.
-        let filter = match namespaces {
-            None => "1".to_string(),
-            Some([]) => {
-                return Ok(Page {
-                    items: Vec::new(),
-                    more: false,
-                })
-            }
-            Some(ns) => {
-                vec!["(name = ? OR (name >= ? || '/' AND name < ? || '0'))"; ns.len()].join(" OR ")
-            }
-        };
+        let (filter, binds) = namespace_filter(namespaces);
+        if binds.is_none() {
+            return Ok(Page {
+                items: Vec::new(),
+                more: false,
+            });
+        }
         let sql = format!(
             "SELECT name FROM repositories WHERE name > ? AND ({filter}) ORDER BY name LIMIT ?"
         );
         let mut q = sqlx::query_scalar(&sql).bind(last.unwrap_or(""));
-        for ns in namespaces.unwrap_or_default() {
+        for ns in binds.unwrap_or_default() {
             q = q.bind(ns).bind(ns).bind(ns);
         }
         let items: Vec<String> = q.bind(n as i64 + 1).fetch_all(&self.reader).await?;
         Ok(page(items, n))
+    }
+
+    async fn repositories(
+        &self,
+        namespaces: Option<&[String]>,
+        contains: Option<&str>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<(Vec<RepoSummary>, bool)> {
+        let (filter, binds) = namespace_filter(namespaces);
+        if binds.is_none() {
+            return Ok((Vec::new(), false));
+        }
+        let sql = format!(
+            "SELECT r.name, r.created_at,
+                    (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id) AS tags,
+                    (SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id) AS manifests,
+                    (SELECT MAX(updated_at) FROM tags t WHERE t.repo_id = r.id) AS updated_at
+             FROM repositories r
+             WHERE r.name > ? AND (? IS NULL OR instr(r.name, ?) > 0) AND ({filter})
+             ORDER BY r.name LIMIT ?"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(last.unwrap_or(""))
+            .bind(contains)
+            .bind(contains);
+        for ns in binds.unwrap_or_default() {
+            q = q.bind(ns).bind(ns).bind(ns);
+        }
+        let rows = q.bind(n as i64 + 1).fetch_all(&self.reader).await?;
+        let more = rows.len() > n as usize;
+        let items = rows
+            .iter()
+            .take(n as usize)
+            .map(|r| RepoSummary {
+                name: r.get("name"),
+                tags: r.get::<i64, _>("tags") as u64,
+                manifests: r.get::<i64, _>("manifests") as u64,
+                created_at: r.get("created_at"),
+                updated_at: r.get("updated_at"),
+            })
+            .collect();
+        Ok((items, more))
+    }
+
+    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>> {
+        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(repo_id) = repo_id else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT t.name, t.digest, t.updated_at, m.media_type,
+                    m.size + COALESCE((SELECT SUM(b.size) FROM manifest_refs mr
+                                       JOIN blobs b ON b.digest = mr.child
+                                       WHERE mr.repo_id = m.repo_id AND mr.manifest = m.digest
+                                         AND mr.kind = 0), 0) AS size
+             FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+             WHERE t.repo_id = ? ORDER BY t.name",
+        )
+        .bind(repo_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| TagDetail {
+                    name: r.get("name"),
+                    digest: r.get("digest"),
+                    media_type: r.get("media_type"),
+                    size: r.get::<i64, _>("size") as u64,
+                    updated_at: r.get("updated_at"),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let r = sqlx::query("DELETE FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM uploads WHERE repo = ?")
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
     }
 
     async fn referrers(
@@ -370,6 +454,20 @@ impl Metadata for SqliteMetadata {
                 })
             })
             .collect()
+    }
+}
+
+/// SQL restricting `name` to some namespaces: each is the repository of that name plus
+/// the range of names under `ns/` ('0' follows '/'), so it is an index range scan
+/// whatever the registry's size. `None` binds: no namespace at all (nothing matches).
+fn namespace_filter(namespaces: Option<&[String]>) -> (String, Option<&[String]>) {
+    match namespaces {
+        None => ("1".to_string(), Some(&[])),
+        Some([]) => ("0".to_string(), None),
+        Some(ns) => (
+            vec!["(name = ? OR (name >= ? || '/' AND name < ? || '0'))"; ns.len()].join(" OR "),
+            Some(ns),
+        ),
     }
 }
 
