@@ -5,7 +5,8 @@
 //! - [`api`]: HTTP — `/v2` (OCI Distribution), `/auth/token`, health;
 //! - [`auth`]: who is calling, and the access rule;
 //! - [`meta`]: the metadata database (all SQL lives there);
-//! - [`server`]: listening, graceful shutdown;
+//! - [`server`]: listening (HTTP or HTTPS), graceful shutdown;
+//! - [`tls`]: rustls configuration and certificate reloading;
 //! - [`cli`]: one module per subcommand.
 //!
 //! Dependency direction: cli → server → api → (meta, blobstore) → oci.
@@ -18,3 +19,4 @@ pub mod config;
 pub mod meta;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -1,56 +1,127 @@
-//! Serving HTTP until SIGTERM/SIGINT, then letting in-flight requests finish (up to
-//! `server.shutdown_timeout`).
+//! Serving HTTP (or HTTPS with `server.tls_cert`/`tls_key`) until SIGTERM/SIGINT, then
+//! letting in-flight requests finish (up to `server.shutdown_timeout`).
+//!
+//! One accept loop serves both: each connection is optionally wrapped in TLS, then
+//! handed to hyper's automatic HTTP/1.1 + HTTP/2 server with the client's address
+//! attached for the handlers (throttling, audit log).
 
-use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use axum::serve::ListenerExt;
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::app::App;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if !config.server.tls_cert.is_empty() {
-        bail!("server.tls_cert/tls_key: TLS is not supported by this build yet; terminate TLS in front of Berth");
-    }
     if !config.auth.enabled {
         tracing::warn!(
             "authentication is off: anyone who can reach this registry may pull, push and delete"
         );
     }
+    let tls = if config.server.tls_cert.is_empty() {
+        None
+    } else {
+        let (cfg, reloader) = crate::tls::server_config(
+            config.server.tls_cert.as_ref(),
+            config.server.tls_key.as_ref(),
+        )?;
+        tokio::spawn(reloader.watch());
+        Some(tokio_rustls::TlsAcceptor::from(cfg))
+    };
     let listen = config.server.listen.clone();
     let shutdown_timeout = config.server.shutdown_timeout.get();
     let data_dir = config.storage.data_dir.clone();
     let app = App::open(config).await?;
     let listener = TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
         listen = %listen,
+        tls = tls.is_some(),
         data_dir = %data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
         "berth is serving"
     );
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let service =
-        crate::api::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stopping_tx.send(true);
-        })
-        .into_future();
+    let router = crate::api::router(app);
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let graceful = GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc =
+            router
+                .clone()
+                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                    req
+                });
+        let svc = TowerToHyperService::new(svc);
+        let builder = builder.clone();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %addr, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    // The handshake gets a deadline so that idle sockets can't pile up.
+                    let stream = match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(error = %e, %addr, "TLS handshake failed")
+                        }
+                        Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %addr, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    drop(listener);
     tokio::select! {
-        r = server => r.context("serving HTTP")?,
-        _ = async {
-            let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(shutdown_timeout).await;
-        } => {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(shutdown_timeout) => {
             tracing::warn!(?shutdown_timeout, "requests still running after the shutdown timeout; closing them");
         }
     }

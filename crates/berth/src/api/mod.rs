@@ -141,7 +141,11 @@ pub(crate) fn public_base(app: &crate::app::App, headers: &HeaderMap) -> String 
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
         .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
+        .unwrap_or(if app.config.server.tls_cert.is_empty() {
+            "http"
+        } else {
+            "https"
+        });
     format!("{scheme}://{host}")
 }
 

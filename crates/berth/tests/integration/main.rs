@@ -16,3 +16,4 @@ mod management;
 mod memory;
 mod pull;
 mod push;
+mod tls;
