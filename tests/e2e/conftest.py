@@ -148,8 +148,11 @@ def registry(tmp_path_factory) -> str:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed and "path" in _SERVER_LOG:
-        rep.sections.append(("berth server log (tail)", _log_tail(_SERVER_LOG["path"], 8000)))
+    if rep.failed:
+        # "path": the open registry's log; other keys: other servers (e.g. "auth").
+        for name, path in _SERVER_LOG.items():
+            title = "berth server log" if name == "path" else f"berth server log ({name})"
+            rep.sections.append((f"{title} (tail)", _log_tail(path, 8000)))
 
 
 # --------------------------------------------------------------------------------------
@@ -164,12 +167,11 @@ def repo(request) -> str:
     return f"e2e/{name}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
-def client_env(tmp_path_factory, registry) -> dict:
+def make_client_env(base: Path) -> dict:
     """Environment for skopeo/podman that does not depend on the machine's /etc/containers
     or on the user's home: own policy.json (accept anything), registries.conf, containers.conf,
-    storage.conf, auth file and temp dir."""
-    base = tmp_path_factory.mktemp("containers")
+    storage.conf, auth file and temp dir, all under `base` (created)."""
+    base.mkdir(parents=True, exist_ok=True)
     home = base / "home"
     (home / ".config" / "containers").mkdir(parents=True)
     tmp = base / "tmp"
@@ -206,6 +208,12 @@ def client_env(tmp_path_factory, registry) -> dict:
         "no_proxy": ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1,localhost"])),
     })
     return env
+
+
+@pytest.fixture(scope="session")
+def client_env(tmp_path_factory, registry) -> dict:
+    """`make_client_env` for the session (one auth file for every test)."""
+    return make_client_env(tmp_path_factory.mktemp("containers"))
 
 
 class Skopeo:

@@ -12,6 +12,12 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 # running containers rootless; the tests only pull, push, import and build manifest lists
 # with the vfs storage driver, so they are left out.
 pkgs=(skopeo podman ca-certificates)
+# scripts/build-image.sh and its test (tests/e2e/test_image.py) pack the image with umoci;
+# the k8s integration tests' API server (../shared/k8s/apiserver.sh) needs xz and openssl.
+pkgs+=(umoci xz-utils openssl)
+# tests/e2e/test_tls.py makes its CA and server certificate with openssl and reads the
+# token challenge over HTTP/2 with curl.
+pkgs+=(curl)
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
@@ -21,6 +27,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Docker CLI, for `docker login` in tests/e2e/test_auth.py (no engine is run: the CLI
+# checks the credentials itself when none answers). Debian 12 has no client-only package:
+# docker.io also brings dockerd, containerd and runc and starts the engine from its
+# postinst. So only its `docker` binary (dynamically linked against libc alone) is taken
+# out of the package; a docker CLI already on PATH is kept.
+if ! command -v docker >/dev/null 2>&1; then
+  echo "install.sh: the docker CLI from Debian's docker.io package (client binary only)"
+  tmp=$(mktemp -d)
+  chown _apt "$tmp" 2>/dev/null || true  # lets apt download as _apt (no warning)
+  [ "${#missing[@]}" -gt 0 ] || apt-get update -qq
+  (cd "$tmp" && apt-get download -qq docker.io)
+  dpkg-deb -x "$tmp"/docker.io_*.deb "$tmp/pkg"
+  install -m 0755 "$tmp/pkg/usr/bin/docker" /usr/local/bin/docker
+  rm -rf "$tmp"
+fi
+
 # Debian's own python3 refuses pip installs outside a venv (PEP 668); the pinned test
 # packages don't conflict with Debian's, so allow it (ignored by pips that predate it).
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -28,4 +50,6 @@ python3 -m pip install -q -r "$here/requirements.txt"
 
 skopeo --version
 podman --version
+docker --version
+umoci --version
 python3 -c 'import oras.version, pytest; print("oras", oras.version.__version__, "/ pytest", pytest.__version__)'

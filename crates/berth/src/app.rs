@@ -10,6 +10,7 @@ use crate::auth::throttle::Throttle;
 use crate::auth::VerifiedCache;
 use crate::config::Config;
 use crate::meta::accounts::{Accounts, AuditEntry, Created};
+use crate::meta::gc::GcStore;
 use crate::meta::{now_ms, sqlite::SqliteMetadata, Metadata};
 
 pub type AppState = Arc<App>;
@@ -19,6 +20,7 @@ pub struct App {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn Metadata>,
     pub accounts: Arc<dyn Accounts>,
+    pub gc: Arc<dyn GcStore>,
     pub signer: Signer,
     pub throttle: Throttle,
     pub verified: VerifiedCache,
@@ -28,6 +30,7 @@ pub struct App {
 pub struct Stores {
     pub meta: Arc<dyn Metadata>,
     pub accounts: Arc<dyn Accounts>,
+    pub gc: Arc<dyn GcStore>,
 }
 
 impl Stores {
@@ -41,26 +44,52 @@ impl Stores {
         let sqlite = Arc::new(SqliteMetadata::open(&data_dir.join("berth.db")).await?);
         Ok(Stores {
             meta: sqlite.clone(),
-            accounts: sqlite,
+            accounts: sqlite.clone(),
+            gc: sqlite,
         })
+    }
+
+    /// The blob store the configuration names.
+    pub fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+        let data_dir = &config.storage.data_dir;
+        match config.storage.backend.as_str() {
+            "fs" => Ok(Arc::new(
+                FsBlobStore::open(data_dir.join("blobstore"))
+                    .with_context(|| format!("opening blob store in {}", data_dir.display()))?,
+            )),
+            other => {
+                bail!("storage.backend = {other:?} is not supported by this build yet; use \"fs\"")
+            }
+        }
     }
 }
 
 impl App {
+    /// The garbage collector over this app's stores.
+    pub fn collector(&self) -> crate::gc::Collector {
+        crate::gc::Collector {
+            meta: self.gc.clone(),
+            blobs: self.blobs.clone(),
+        }
+    }
+
+    /// Collector options from the configuration.
+    pub fn gc_options(&self, trigger: &'static str, dry_run: bool) -> crate::gc::Options {
+        crate::gc::Options {
+            dry_run,
+            grace: self.config.gc.grace_period.get(),
+            untagged: self.config.gc.untagged,
+            upload_expiry: self.config.gc.upload_expiry.get(),
+            trigger,
+        }
+    }
+
     /// Opens the stores the configuration names, creating the data directory, and on
     /// first start (no users) the `admin` account.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
-        let Stores { meta, accounts } = Stores::open(&config).await?;
+        let Stores { meta, accounts, gc } = Stores::open(&config).await?;
         let data_dir = &config.storage.data_dir;
-        let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
-            "fs" => Arc::new(
-                FsBlobStore::open(data_dir.join("blobstore"))
-                    .with_context(|| format!("opening blob store in {}", data_dir.display()))?,
-            ),
-            other => {
-                bail!("storage.backend = {other:?} is not supported by this build yet; use \"fs\"")
-            }
-        };
+        let blobs = Stores::open_blobs(&config)?;
         let signer =
             Signer::load_or_create(data_dir, &config.auth.service, config.auth.token_ttl.get())?;
         if config.auth.enabled {
@@ -71,6 +100,7 @@ impl App {
             blobs,
             meta,
             accounts,
+            gc,
             signer,
             throttle: Throttle::default(),
             verified: VerifiedCache::default(),

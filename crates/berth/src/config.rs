@@ -107,8 +107,14 @@ impl Default for Auth {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Gc {
+    /// How often the collector runs; 0s: never on its own.
     pub interval: DurationStr,
+    /// Nothing pushed, mounted or referenced more recently than this is deleted.
     pub grace_period: DurationStr,
+    /// Manifests no tag reaches: "keep" or "delete".
+    pub untagged: crate::gc::Untagged,
+    /// Upload sessions idle this long are cancelled.
+    pub upload_expiry: DurationStr,
 }
 
 impl Default for Gc {
@@ -116,6 +122,8 @@ impl Default for Gc {
         Gc {
             interval: DurationStr::from("48h"),
             grace_period: DurationStr::from("1h"),
+            untagged: crate::gc::Untagged::Keep,
+            upload_expiry: DurationStr::from("24h"),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! - [`api`]: HTTP — `/v2` (OCI Distribution), `/auth/token`, health;
 //! - [`auth`]: who is calling, and the access rule;
 //! - [`meta`]: the metadata database (all SQL lives there);
-//! - [`server`]: listening (HTTP or HTTPS), graceful shutdown;
-//! - [`tls`]: rustls configuration and certificate reloading;
+//! - [`gc`]: online garbage collection;
+//! - [`server`]: listening, graceful shutdown;
+//! - [`k8s`]: `berth k8s`, the development registry for Kubernetes;
 //! - [`cli`]: one module per subcommand.
 //!
 //! Dependency direction: cli → server → api → (meta, blobstore) → oci.
@@ -16,6 +17,8 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod gc;
+pub mod k8s;
 pub mod meta;
 pub mod server;
 pub mod telemetry;

@@ -50,6 +50,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "berth is serving"
     );
+    let interval = app.config.gc.interval.get();
+    if !interval.is_zero() {
+        tokio::spawn(crate::gc::schedule(app.clone(), interval));
+    }
     let router = crate::api::router(app);
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();

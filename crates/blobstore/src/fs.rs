@@ -3,7 +3,8 @@
 //! Layout under the root:
 //! - `blobs/<alg>/<first two hex>/<hex>`: committed blobs, immutable;
 //! - `uploads/<uuid>`: the bytes of an open upload session;
-//! - `tmp/<uuid>`: monolithic uploads being received.
+//! - `tmp/<uuid>`: monolithic uploads being received (leftovers of a crash are removed
+//!   by garbage collection once idle).
 //!
 //! A blob is written to a file outside `blobs/`, hashed on the way, fsync'd, and renamed
 //! into place only when its digest matches: a crash at any moment leaves either no blob
@@ -23,7 +24,7 @@ use tokio::io::AsyncSeekExt;
 use uuid::Uuid;
 
 use crate::pump::pump;
-use crate::{BlobError, BlobStore, ByteStream, Result, UploadInfo};
+use crate::{BlobError, BlobInfo, BlobStore, ByteStream, Result, UploadInfo};
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -41,15 +42,12 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
-    /// Opens (creating if needed) a store under `root`, and removes the leftovers of
-    /// monolithic uploads interrupted by a crash.
+    /// Opens (creating if needed) a store under `root`. Several processes may open the
+    /// same store (the server and `berth gc`): opening changes nothing.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         for d in ["blobs", "uploads", "tmp"] {
             std::fs::create_dir_all(root.join(d))?;
-        }
-        for entry in std::fs::read_dir(root.join("tmp"))? {
-            let _ = std::fs::remove_file(entry?.path());
         }
         Ok(FsBlobStore {
             root,
@@ -86,6 +84,9 @@ impl FsBlobStore {
     async fn commit(&self, tmp: PathBuf, file: std::fs::File, digest: &Digest) -> Result<()> {
         let dest = self.blob_path(digest);
         tokio::task::spawn_blocking(move || -> io::Result<()> {
+            // A blob's mtime is when it was committed: garbage collection spares files
+            // younger than its grace period, however long the upload took.
+            file.set_modified(std::time::SystemTime::now())?;
             file.sync_all()?;
             drop(file);
             let dir = dest.parent().expect("blob path has a parent");
@@ -194,7 +195,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+    async fn list(&self) -> Result<Vec<BlobInfo>> {
         let root = self.root.join("blobs");
         blocking(move || {
             let mut out = Vec::new();
@@ -207,8 +208,13 @@ impl BlobStore for FsBlobStore {
                             blob.file_name().to_string_lossy()
                         );
                         // Anything that is not a well-formed digest is not a blob.
-                        if let Ok(d) = name.parse::<Digest>() {
-                            out.push((d, blob.metadata()?.len()));
+                        if let Ok(digest) = name.parse::<Digest>() {
+                            let m = blob.metadata()?;
+                            out.push(BlobInfo {
+                                digest,
+                                size: m.len(),
+                                modified: m.modified()?,
+                            });
                         }
                     }
                 }
@@ -309,6 +315,22 @@ impl BlobStore for FsBlobStore {
         Ok(existed)
     }
 
+    async fn clean_temporary(&self, idle_since: std::time::SystemTime) -> Result<u64> {
+        let dir = self.root.join("tmp");
+        blocking(move || {
+            let mut n = 0;
+            for e in read_dir_or_empty(&dir)? {
+                // A body being received is written continuously; an old one is a leftover.
+                if e.metadata()?.modified()? < idle_since && std::fs::remove_file(e.path()).is_ok()
+                {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn uploads(&self) -> Result<Vec<UploadInfo>> {
         let dir = self.root.join("uploads");
         blocking(move || {
@@ -381,7 +403,9 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
-        assert_eq!(s.list().await.unwrap(), vec![(d.clone(), 11)]);
+        let listed = s.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((&listed[0].digest, listed[0].size), (&d, 11));
         assert!(s.delete(&d).await.unwrap());
         assert!(matches!(s.read(&d, None).await, Err(BlobError::NotFound)));
     }

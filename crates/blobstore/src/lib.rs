@@ -44,6 +44,15 @@ pub enum BlobError {
 
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 
+/// A stored blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    /// When it was written (committed).
+    pub modified: SystemTime,
+}
+
 /// Where an upload session stands.
 #[derive(Debug, Clone)]
 pub struct UploadInfo {
@@ -67,8 +76,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a blob. Returns whether it existed.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
 
-    /// Every stored blob with its size (for garbage collection and fsck).
-    async fn list(&self) -> Result<Vec<(Digest, u64)>>;
+    /// Every stored blob (for garbage collection and fsck).
+    async fn list(&self) -> Result<Vec<BlobInfo>>;
 
     /// Opens an empty upload session.
     async fn upload_start(&self, id: Uuid) -> Result<()>;
@@ -87,6 +96,10 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Discards an upload session. Returns whether it existed.
     async fn upload_cancel(&self, id: Uuid) -> Result<bool>;
+
+    /// Removes temporary files of interrupted monolithic uploads not written to since
+    /// `idle_since`. Returns how many.
+    async fn clean_temporary(&self, idle_since: SystemTime) -> Result<u64>;
 
     /// Every open upload session (to expire abandoned ones).
     async fn uploads(&self) -> Result<Vec<UploadInfo>>;

@@ -59,7 +59,7 @@ pub(crate) fn challenge(
     insufficient: bool,
     message: &str,
 ) -> ApiError {
-    let base = super::public_base(app, &parts.headers);
+    let base = super::public_base(app, parts);
     let mut value = format!(
         "Bearer realm=\"{base}/auth/token\",service=\"{}\"",
         app.signer.service()
@@ -73,6 +73,11 @@ pub(crate) fn challenge(
     ApiError::from(ErrorCode::Unauthorized.msg(message)).header("www-authenticate", value)
 }
 
+/// Whole seconds to wait, rounded up: a client that waits as told gets through.
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_millis().div_ceil(1000) as u64).max(1)
+}
+
 pub(crate) fn auth_error(app: &App, parts: &Parts, e: AuthError) -> ApiError {
     match e {
         AuthError::BadCredentials => challenge(
@@ -84,9 +89,9 @@ pub(crate) fn auth_error(app: &App, parts: &Parts, e: AuthError) -> ApiError {
         ),
         AuthError::Throttled(wait) => ApiError::from(ErrorCode::TooManyRequests.msg(format!(
             "too many failed logins; try again in {} s",
-            wait.as_secs().max(1)
+            retry_after_secs(wait)
         )))
-        .header("retry-after", wait.as_secs().max(1).to_string()),
+        .header("retry-after", retry_after_secs(wait).to_string()),
         AuthError::Internal(e) => e.into(),
     }
 }

@@ -144,12 +144,22 @@ pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
         blobs: parsed.required_blobs().map(|d| &d.digest).collect(),
         children: parsed.manifests.iter().map(|d| &d.digest).collect(),
     };
-    match ctx.app.meta.put_manifest(&repo, &new, tag).await? {
+    match ctx
+        .app
+        .meta
+        .put_manifest(&repo, &new, tag, ctx.presence(&digest))
+        .await?
+    {
         PutManifest::MissingReference(missing) => {
             Err(OciError::from(ErrorCode::ManifestBlobUnknown)
                 .with_detail(serde_json::json!({ "digest": missing.to_string() }))
                 .into())
         }
+        PutManifest::Vanished => Err(ErrorCode::ManifestInvalid
+            .msg(
+                "the manifest was deleted by garbage collection while it was pushed; push it again",
+            )
+            .into()),
         PutManifest::Stored => {
             ctx.audit("push", format!("{repo}:{reference}@{digest}"))
                 .await;

@@ -78,7 +78,7 @@ pub(crate) struct Ctx {
     pub query: Vec<(String, String)>,
     /// Behind a mutex only so that `&Ctx` is `Sync` (a body is `Send` but not `Sync`)
     /// and handlers' futures stay `Send`; nothing contends for it.
-    body: std::sync::Mutex<Option<Body>>,
+    body: BodySlot,
 }
 
 impl Ctx {
@@ -109,6 +109,28 @@ impl Ctx {
         )
     }
 
+    /// A check, run inside the metadata transaction, that `digest`'s file exists.
+    pub fn presence(&self, digest: &oci::Digest) -> crate::meta::Presence<'static> {
+        use futures_util::FutureExt;
+        let (blobs, d) = (self.app.blobs.clone(), digest.clone());
+        async move { Ok(blobs.stat(&d).await?.is_some()) }.boxed()
+    }
+
+    /// Records a blob now in the store as part of `repo`.
+    pub async fn link_blob(
+        &self,
+        repo: &oci::RepoName,
+        digest: &oci::Digest,
+        size: u64,
+    ) -> Result<(), error::ApiError> {
+        match self.app.meta.link_blob(repo, digest, size, self.presence(digest)).await? {
+            crate::meta::Linked::Linked => Ok(()),
+            crate::meta::Linked::Vanished => Err(ErrorCode::BlobUploadInvalid
+                .msg("the blob was deleted by garbage collection while this push completed; push it again")
+                .into()),
+        }
+    }
+
     /// Records an audited action of this caller.
     pub async fn audit(&self, action: &str, target: String) {
         let entry = crate::meta::accounts::AuditEntry {
@@ -126,18 +148,21 @@ impl Ctx {
 }
 
 /// The registry's base URL as clients see it: `server.public_url`, or the scheme and
-/// `Host` of the request.
-pub(crate) fn public_base(app: &crate::app::App, headers: &HeaderMap) -> String {
+/// host of the request (`Host`, or HTTP/2's `:authority`).
+pub(crate) fn public_base(app: &crate::app::App, parts: &axum::http::request::Parts) -> String {
     let configured = app.config.server.public_url.trim_end_matches('/');
     if !configured.is_empty() {
         return configured.to_string();
     }
-    let host = headers
+    let host = parts
+        .headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/']))
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/', '@']))
         .unwrap_or("localhost");
-    let scheme = headers
+    let scheme = parts
+        .headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
         .filter(|p| *p == "https" || *p == "http")
@@ -157,10 +182,58 @@ pub(crate) fn client_ip(parts: &axum::http::request::Parts) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
+/// The request body, where the handler takes it from; whatever is left when an error
+/// is answered gets drained.
+type BodySlot = std::sync::Arc<std::sync::Mutex<Option<Body>>>;
+
+/// Reads and discards what a client is still sending (at most 1 MiB, 500 ms), so that
+/// closing the connection after an early error answer doesn't reset it under the
+/// client's feet (a socket closed with unread data sends RST, and over TLS clients then
+/// lose the answer).
+async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut left: usize = 1 << 20;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn v2(State(app): State<AppState>, req: Request) -> Response {
-    let mut resp = handle_v2(app, req)
+    // An error answered before the request body was read leaves unread bytes on an
+    // HTTP/1.1 connection, which hyper then closes: say so, or the client would reuse
+    // it for its next request and fail.
+    let announced_body = req.version() == axum::http::Version::HTTP_11
+        && (req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_some_and(|l| l.as_bytes() != b"0"));
+    let (parts, body) = req.into_parts();
+    let slot: BodySlot = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let mut resp = handle_v2(app, parts, slot.clone())
         .await
         .unwrap_or_else(IntoResponse::into_response);
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        let unread = slot.lock().unwrap().take();
+        if let Some(body) = unread {
+            drain(body).await;
+        }
+        if announced_body {
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+        }
+    }
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
@@ -169,8 +242,7 @@ async fn v2(State(app): State<AppState>, req: Request) -> Response {
 }
 
 /// Parse, authenticate and authorise, then handle.
-async fn handle_v2(app: AppState, req: Request) -> ApiResult {
-    let (parts, body) = req.into_parts();
+async fn handle_v2(app: AppState, parts: axum::http::request::Parts, body: BodySlot) -> ApiResult {
     let client = client_ip(&parts);
     let endpoint = route::parse(parts.uri.path())?;
     let caller = authz::authorize(&app, &parts, client, &endpoint).await?;
@@ -186,7 +258,7 @@ async fn handle_v2(app: AppState, req: Request) -> ApiResult {
         method: parts.method,
         headers: parts.headers,
         query,
-        body: std::sync::Mutex::new(Some(body)),
+        body,
     };
     dispatch(ctx, endpoint).await
 }

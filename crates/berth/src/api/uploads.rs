@@ -77,7 +77,7 @@ pub async fn start(ctx: Ctx, repo: RepoName) -> ApiResult {
     } else if let Some(digest) = query_digest(&ctx, "digest")? {
         // Monolithic upload: the whole blob in this request.
         let size = ctx.app.blobs.put(&digest, ctx.take_body()).await?;
-        ctx.app.meta.link_blob(&repo, &digest, size).await?;
+        ctx.link_blob(&repo, &digest, size).await?;
         return Ok(created(&ctx, &repo, &digest));
     }
     let id = Uuid::new_v4();
@@ -115,7 +115,7 @@ async fn try_mount(
     if ctx.app.blobs.stat(digest).await?.is_none() {
         return Ok(None);
     }
-    ctx.app.meta.link_blob(repo, digest, size).await?;
+    ctx.link_blob(repo, digest, size).await?;
     Ok(Some(created(ctx, repo, digest)))
 }
 
@@ -198,7 +198,7 @@ pub async fn finish(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
             .await?;
     }
     let size = ctx.app.blobs.upload_finish(id, &digest).await?;
-    ctx.app.meta.link_blob(&repo, &digest, size).await?;
+    ctx.link_blob(&repo, &digest, size).await?;
     ctx.app.meta.upload_delete(id).await?;
     Ok(created(&ctx, &repo, &digest))
 }

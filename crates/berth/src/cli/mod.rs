@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 
+pub mod gc;
+pub mod k8s;
 pub mod serve;
 pub mod team;
 pub mod token;
@@ -32,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry.
     Serve(serve::Args),
+    /// Collect garbage now: unreferenced blobs, (by policy) unreachable manifests,
+    /// abandoned uploads. Safe while the server runs.
+    Gc(gc::Args),
     /// Manage users (a user owns the namespace of their name).
     #[command(subcommand)]
     User(user::Command),
@@ -41,6 +46,9 @@ pub enum Command {
     /// Manage access tokens for CI and robots.
     #[command(subcommand)]
     Token(token::Command),
+    /// A development registry in the current kube context's cluster (DevSpace's
+    /// `localRegistry` settings).
+    K8s(k8s::Args),
 }
 
 impl Cli {
@@ -59,9 +67,11 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => serve::run(&cli, args).await,
+        Command::Gc(args) => gc::run(&cli, args).await,
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,
+        Command::K8s(args) => k8s::run(args).await,
     }
 }
 

@@ -10,9 +10,23 @@ use oci::{Digest, RepoName, Tag};
 use uuid::Uuid;
 
 pub mod accounts;
+pub mod gc;
 pub mod sqlite;
 
 pub type Result<T> = anyhow::Result<T>;
+
+/// Whether a blob's file is in the blob store, asked inside the transaction that
+/// records it. Garbage collection deletes files only inside write transactions that
+/// found no row for them, so a row is never committed for a file that is gone.
+pub type Presence<'a> = futures_util::future::BoxFuture<'a, anyhow::Result<bool>>;
+
+/// Outcome of recording a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    Linked,
+    /// The file disappeared (garbage collection deleted it meanwhile): push it again.
+    Vanished,
+}
 
 /// A manifest to record (its bytes are already in the blob store).
 pub struct NewManifest<'a> {
@@ -32,6 +46,8 @@ pub struct NewManifest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutManifest {
     Stored,
+    /// The manifest's bytes disappeared (garbage collection): push it again.
+    Vanished,
     /// A referenced blob or child manifest is not in the repository.
     MissingReference(Digest),
 }
@@ -90,7 +106,13 @@ pub trait Metadata: Send + Sync + 'static {
 
     /// Records a blob now present in the store and links it to `repo` (creating the
     /// repository if needed).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        present: Presence<'_>,
+    ) -> Result<Linked>;
 
     /// Size of `digest` if `repo` may serve it.
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
@@ -115,6 +137,7 @@ pub trait Metadata: Send + Sync + 'static {
         repo: &RepoName,
         m: &NewManifest<'_>,
         tag: Option<&Tag>,
+        present: Presence<'_>,
     ) -> Result<PutManifest>;
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRow>>;

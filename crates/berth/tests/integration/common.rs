@@ -5,10 +5,15 @@
 //! (used to compare behaviour with the CNCF distribution registry); tests that need to
 //! restart or kill the server skip themselves loudly in that mode.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// The password of the `admin` account that a registry started with
+/// [`Builder::auth`] creates at first start (`BERTH_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
 pub struct TestApp {
     /// e.g. `http://127.0.0.1:41234`, no trailing slash.
@@ -18,16 +23,26 @@ pub struct TestApp {
     port: u16,
     env: Vec<(String, String)>,
     data_dir: Option<tempfile::TempDir>,
+    /// Authentication on (no `--no-auth`); `admin` has [`ADMIN_PASSWORD`].
+    auth: bool,
 }
 
 pub struct Builder {
     env: Vec<(String, String)>,
+    auth: bool,
 }
 
 impl Builder {
     /// Sets a `BERTH_*` environment variable (e.g. `BERTH_LIMITS__MANIFEST_MAX_BYTES`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the registry with authentication on (no `--no-auth`), as in production:
+    /// the first start creates `admin` with the password [`ADMIN_PASSWORD`].
+    pub fn auth(mut self) -> Self {
+        self.auth = true;
         self
     }
 
@@ -40,6 +55,7 @@ impl Builder {
                 port: 0,
                 env: self.env,
                 data_dir: None,
+                auth: self.auth,
             };
         }
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -51,6 +67,7 @@ impl Builder {
             port,
             env: self.env,
             data_dir: Some(data_dir),
+            auth: self.auth,
         };
         app.spawn().await;
         app
@@ -74,7 +91,10 @@ fn free_port() -> u16 {
 
 impl TestApp {
     pub fn builder() -> Builder {
-        Builder { env: Vec::new() }
+        Builder {
+            env: Vec::new(),
+            auth: false,
+        }
     }
 
     /// A fresh, empty, open (no auth) registry.
@@ -102,6 +122,71 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// True when the registry was started with [`Builder::auth`].
+    pub fn auth_enabled(&self) -> bool {
+        self.auth
+    }
+
+    /// Runs `berth ARGS… --data-dir <this app's data dir>` (the same binary and `BERTH_*`
+    /// environment as the server, while it runs), with `stdin` as standard input when
+    /// given; returns its exit status and output.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("RUST_LOG", "warn")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn berth CLI");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).expect("write CLI stdin");
+        }
+        child.wait_with_output().expect("wait for berth CLI")
+    }
+
+    /// Like [`TestApp::cli`], panicking with its output unless it exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(
+            out.status.success(),
+            "berth {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("CLI output is UTF-8")
+    }
+
+    /// A client that sends `user:password` as HTTP Basic credentials with every request
+    /// (assign it to `app.client` to run the conformance helpers as that user).
+    pub fn basic_client(&self, user: &str, password: &str) -> reqwest::Client {
+        use base64::Engine;
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&value).unwrap();
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
     async fn spawn(&mut self) {
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
         let mut cmd = Command::new(bin);
@@ -110,7 +195,6 @@ impl TestApp {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(self.data_dir())
-            .arg("--no-auth")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -119,6 +203,11 @@ impl TestApp {
             } else {
                 Stdio::null()
             });
+        if self.auth {
+            cmd.env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        } else {
+            cmd.arg("--no-auth");
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

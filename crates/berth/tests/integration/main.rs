@@ -9,9 +9,12 @@ mod common;
 #[allow(dead_code)]
 mod helpers;
 
+mod auth;
 mod discovery;
 mod durability;
 mod errors;
+mod gc;
+mod k8s;
 mod management;
 mod memory;
 mod pull;

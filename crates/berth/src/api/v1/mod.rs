@@ -23,6 +23,7 @@ use crate::app::AppState;
 use crate::auth::{authenticate, AuthError, Caller};
 
 mod audit;
+mod gc;
 mod repositories;
 mod teams;
 mod tokens;
@@ -56,6 +57,9 @@ pub fn router() -> Router<AppState> {
             delete(repositories::remove_tag),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/gc", axum::routing::post(gc::start))
+        .route("/api/v1/gc/runs", get(gc::runs))
+        .route("/api/v1/usage", get(gc::usage))
 }
 
 #[derive(OpenApi)]
@@ -71,6 +75,7 @@ pub fn router() -> Router<AppState> {
         tokens::list, tokens::create, tokens::revoke,
         repositories::list, repositories::tags, repositories::remove, repositories::remove_tag,
         audit::list,
+        gc::start, gc::runs, gc::usage,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -149,7 +154,7 @@ impl IntoResponse for Error {
             Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             Error::TooManyRequests(d) => {
-                let secs = d.as_secs().max(1);
+                let secs = crate::api::authz::retry_after_secs(d);
                 let mut r = (
                     StatusCode::TOO_MANY_REQUESTS,
                     Json(ErrorBody {
@@ -272,12 +277,15 @@ mod tests {
             "/api/v1/repositories/{name}/tags",
             "/api/v1/repositories/{name}/tags/{tag}",
             "/api/v1/audit",
+            "/api/v1/gc",
+            "/api/v1/gc/runs",
+            "/api/v1/usage",
         ] {
             assert!(
                 paths.contains_key(p),
                 "{p} missing from the OpenAPI document"
             );
         }
-        assert_eq!(paths.len(), 13);
+        assert_eq!(paths.len(), 16);
     }
 }

@@ -181,7 +181,7 @@ impl Accounts for SqliteMetadata {
     }
 
     async fn account_delete(&self, name: &str, kind: AccountKind) -> Result<Option<u64>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM accounts WHERE name = ? AND kind = ?")
             .bind(name)
             .bind(kind.as_str())

@@ -3,11 +3,13 @@
 //! Writes go through a pool of one connection, so write transactions never contend with
 //! each other inside the process (other processes, e.g. `berth user add` while the
 //! server runs, wait on the busy timeout). Reads use a separate pool and, thanks to WAL,
-//! never wait for a writer. `synchronous = FULL`: a change acknowledged to a client is
-//! on disk.
+//! never wait for a writer. Write transactions are `BEGIN IMMEDIATE`: they take the
+//! write lock first, so one that read before writing can't fail with
+//! `SQLITE_BUSY_SNAPSHOT` when another process committed meanwhile.
+//! `synchronous = FULL`: a change acknowledged to a client is on disk.
 //!
 //! One file per area: `registry.rs` (repositories, blobs, manifests, tags, uploads),
-//! `accounts.rs` (users, teams, tokens, audit log).
+//! `accounts.rs` (users, teams, tokens, audit log), `gc.rs` (garbage collection, usage).
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use sqlx::SqlitePool;
 use super::{now_ms, Result};
 
 mod accounts;
+mod gc;
 mod registry;
 
 /// Schema migrations, applied in order, each once, each in a transaction.
@@ -31,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../../migrations/sqlite/0002_accounts.sql"),
     ),
+    (3, include_str!("../../../migrations/sqlite/0003_gc.sql")),
 ];
 
 pub struct SqliteMetadata {
@@ -66,7 +70,7 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
         .execute(pool)
         .await?;
     for (version, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let done: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                 .bind(version)

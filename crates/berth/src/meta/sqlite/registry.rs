@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::SqliteMetadata;
 use crate::meta::{
-    now_ms, ManifestRow, Metadata, NewManifest, Page, PutManifest, Referrer, RepoSummary, Result,
-    TagDetail,
+    now_ms, Linked, ManifestRow, Metadata, NewManifest, Page, Presence, PutManifest, Referrer,
+    RepoSummary, Result, TagDetail,
 };
 
 async fn repo_id_or_create(conn: &mut SqliteConnection, repo: &RepoName) -> Result<i64> {
@@ -44,8 +44,14 @@ impl Metadata for SqliteMetadata {
         Ok(())
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        present: Presence<'_>,
+    ) -> Result<Linked> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
         let now = now_ms();
         sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
@@ -63,8 +69,13 @@ impl Metadata for SqliteMetadata {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // The inserts hold the write lock: garbage collection can't delete the file
+        // between this check and the commit.
+        if !present.await? {
+            return Ok(Linked::Vanished);
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(Linked::Linked)
     }
 
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -145,8 +156,9 @@ impl Metadata for SqliteMetadata {
         repo: &RepoName,
         m: &NewManifest<'_>,
         tag: Option<&Tag>,
+        present: Presence<'_>,
     ) -> Result<PutManifest> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
         for d in &m.blobs {
             let found: Option<i64> =
@@ -221,6 +233,9 @@ impl Metadata for SqliteMetadata {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+        if !present.await? {
+            return Ok(PutManifest::Vanished);
         }
         tx.commit().await?;
         Ok(PutManifest::Stored)
@@ -412,7 +427,7 @@ impl Metadata for SqliteMetadata {
     }
 
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM repositories WHERE name = ?")
             .bind(repo.as_str())
             .execute(&mut *tx)

@@ -1,0 +1,70 @@
+//! `/api/v1/gc` and `/api/v1/usage`: the garbage collector and storage use.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Auth, Error, ErrorBody, Result};
+use crate::app::AppState;
+use crate::meta::gc::{GcRun, Usage};
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Only report what would be deleted.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GcStarted {
+    pub started: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/gc", tag = "gc", request_body = GcRequest, responses(
+    (status = 202, body = GcStarted, description = "a collection started; follow it in /api/v1/gc/runs"),
+    (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "a collection is already running")))]
+pub async fn start(
+    State(app): State<AppState>,
+    auth: Auth,
+    body: Option<Json<GcRequest>>,
+) -> Result<(StatusCode, Json<GcStarted>)> {
+    auth.require_admin()?;
+    let dry_run = body.map(|b| b.0.dry_run).unwrap_or(false);
+    // Take the lease check up front so the caller learns about a running collection.
+    if app.gc.gc_lease_held().await? {
+        return Err(Error::Conflict(
+            "a garbage collection is already running".into(),
+        ));
+    }
+    auth.audit(&app, "gc", "registry", dry_run.then(|| "dry run".into()))
+        .await;
+    tokio::spawn(async move {
+        let opts = app.gc_options("api", dry_run);
+        if let Err(e) = app.collector().run_once(&opts, &|_| {}).await {
+            tracing::warn!(error = format!("{e:#}"), "garbage collection failed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(GcStarted { started: true })))
+}
+
+#[utoipa::path(get, path = "/api/v1/gc/runs", tag = "gc", responses(
+    (status = 200, body = Vec<GcRun>, description = "newest first"), (status = 403, body = ErrorBody)))]
+pub async fn runs(State(app): State<AppState>, auth: Auth) -> Result<Json<Vec<GcRun>>> {
+    auth.require_admin()?;
+    Ok(Json(app.gc.gc_runs(50).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/usage", tag = "gc", responses(
+    (status = 200, body = Usage, description = "admins: the whole registry; others: their namespaces (total_bytes is theirs too)")))]
+pub async fn usage(State(app): State<AppState>, auth: Auth) -> Result<Json<Usage>> {
+    let mut usage = app.gc.usage().await?;
+    if let Some(readable) = auth.0.readable_namespaces() {
+        usage.namespaces.retain(|n| readable.contains(&n.namespace));
+        usage.total_bytes = usage.namespaces.iter().map(|n| n.bytes).sum();
+        usage.blobs = 0;
+    }
+    Ok(Json(usage))
+}

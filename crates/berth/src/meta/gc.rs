@@ -1,0 +1,119 @@
+//! What the garbage collector needs from the metadata: the lease that makes it the only
+//! collector, the run history, liveness queries, and the two-step deletion of blobs.
+//!
+//! Deleting a blob is two transactions, so that a crash between them loses nothing:
+//! 1. [`GcStore::gc_forget_blobs`]: under the write lock, re-check that each candidate
+//!    is still garbage (nothing references it, nothing linked or created it after the
+//!    cutoff), delete its rows and leave a tombstone;
+//! 2. [`GcStore::gc_delete_files`]: under the write lock, for each tombstone whose
+//!    digest has no row again, delete the file; then drop the tombstone.
+//!
+//! Recording a blob checks the file is present inside its own write transaction
+//! ([`super::Presence`]), so the two never interleave into a row without a file.
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use oci::Digest;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::Result;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct GcReport {
+    pub manifests_deleted: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub uploads_expired: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GcRun {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// `schedule`, `cli` or `api`.
+    pub trigger: String,
+    pub dry_run: bool,
+    pub grace_ms: i64,
+    #[serde(flatten)]
+    pub report: GcReport,
+    pub error: Option<String>,
+}
+
+/// Bytes stored, counted as the registry's users see them.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    /// Every distinct blob once (what the disk holds, shared layers counted once).
+    pub total_bytes: u64,
+    pub blobs: u64,
+    /// Per namespace: every blob linked in it (a layer shared by two namespaces counts
+    /// in each).
+    pub namespaces: Vec<NamespaceUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NamespaceUsage {
+    pub namespace: String,
+    pub bytes: u64,
+    pub repositories: u64,
+}
+
+/// Deletes one blob file; `Ok(false)` if it was already gone.
+pub type DeleteFile<'a> =
+    &'a (dyn Fn(Digest) -> BoxFuture<'static, anyhow::Result<bool>> + Send + Sync);
+
+#[async_trait]
+pub trait GcStore: Send + Sync + 'static {
+    /// Takes or renews the collector's lease for `holder`; `false` if another holder
+    /// has an unexpired one.
+    async fn gc_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool>;
+
+    async fn gc_release(&self, holder: &str) -> Result<()>;
+
+    /// Whether some collector holds an unexpired lease now.
+    async fn gc_lease_held(&self) -> Result<bool>;
+
+    async fn gc_run_start(&self, trigger: &str, dry_run: bool, grace_ms: i64) -> Result<i64>;
+
+    async fn gc_run_finish(&self, id: i64, report: &GcReport, error: Option<&str>) -> Result<()>;
+
+    /// Newest first.
+    async fn gc_runs(&self, limit: u32) -> Result<Vec<GcRun>>;
+
+    /// Deletes manifests created before `cutoff` that no tag reaches (directly,
+    /// through an index, or as a referrer of a reachable manifest). With `dry_run`,
+    /// only counts them.
+    async fn gc_delete_unreachable_manifests(&self, cutoff: i64, dry_run: bool) -> Result<u64>;
+
+    /// Blobs that look like garbage now (re-checked when deleted).
+    async fn gc_blob_candidates(&self, cutoff: i64) -> Result<Vec<(Digest, u64)>>;
+
+    /// Step 1 of a deletion: rows of the still-garbage candidates become tombstones.
+    /// Returns those tombstoned, with their sizes.
+    async fn gc_forget_blobs(
+        &self,
+        candidates: &[Digest],
+        cutoff: i64,
+    ) -> Result<Vec<(Digest, u64)>>;
+
+    /// Files in the store that have no row: tombstones them (if still rowless), so that
+    /// step 2 deletes them. For files older than the cutoff only (the caller checks).
+    async fn gc_tombstone_orphans(&self, digests: &[(Digest, u64)]) -> Result<u64>;
+
+    /// Step 2: deletes the files of up to `limit` tombstones whose digest has no row.
+    /// Returns (files deleted, tombstones left).
+    async fn gc_delete_files(&self, limit: u32, delete: DeleteFile<'_>) -> Result<(u64, u64)>;
+
+    /// Which of these digests have a row.
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>>;
+
+    /// Upload sessions opened before `cutoff`.
+    async fn expired_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>>;
+
+    /// Forgets an upload session's row.
+    async fn gc_forget_upload(&self, id: Uuid) -> Result<()>;
+
+    async fn usage(&self) -> Result<Usage>;
+}

@@ -1,0 +1,316 @@
+//! Garbage-collection queries in SQLite. See `meta::gc` for the deletion protocol;
+//! its "under the write lock" is a `BEGIN IMMEDIATE` transaction here.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use oci::Digest;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::SqliteMetadata;
+use crate::meta::gc::{DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Usage};
+use crate::meta::{now_ms, Result};
+
+/// Manifests a tag reaches, per repository: tagged ones, children of reachable
+/// indexes, and referrers of reachable manifests.
+const REACHABLE: &str = "WITH RECURSIVE live(repo_id, digest) AS (
+        SELECT repo_id, digest FROM tags
+        UNION
+        SELECT mr.repo_id, mr.child FROM manifest_refs mr
+          JOIN live l ON mr.repo_id = l.repo_id AND mr.manifest = l.digest
+          WHERE mr.kind = 1
+        UNION
+        SELECT m.repo_id, m.digest FROM manifests m
+          JOIN live l ON m.repo_id = l.repo_id AND m.subject = l.digest
+    )";
+
+/// A blob that nothing references and nothing recorded after the cutoff.
+const GARBAGE: &str = "b.created_at <= ?1
+      AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.child = b.digest)
+      AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest)
+      AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.created_at > ?1)";
+
+fn digest(s: &str) -> Result<Digest> {
+    Digest::from_str(s).with_context(|| format!("corrupt digest {s:?} in metadata"))
+}
+
+#[async_trait]
+impl GcStore for SqliteMetadata {
+    async fn gc_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "INSERT INTO gc_lease (id, holder, expires_at) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET holder = ?1, expires_at = ?2
+             WHERE gc_lease.holder = ?1 OR gc_lease.expires_at < ?3",
+        )
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn gc_release(&self, holder: &str) -> Result<()> {
+        sqlx::query("UPDATE gc_lease SET expires_at = 0 WHERE holder = ?")
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn gc_lease_held(&self) -> Result<bool> {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM gc_lease WHERE id = 1 AND holder != '' AND expires_at >= ?",
+        )
+        .bind(now_ms())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn gc_run_start(&self, trigger: &str, dry_run: bool, grace_ms: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO gc_runs (started_at, trigger, dry_run, grace_ms) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(trigger)
+        .bind(dry_run as i64)
+        .bind(grace_ms)
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    async fn gc_run_finish(&self, id: i64, r: &GcReport, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE gc_runs SET finished_at = ?, manifests_deleted = ?, blobs_deleted = ?, bytes_freed = ?,
+             uploads_expired = ?, error = ? WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(r.manifests_deleted as i64)
+        .bind(r.blobs_deleted as i64)
+        .bind(r.bytes_freed as i64)
+        .bind(r.uploads_expired as i64)
+        .bind(error)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn gc_runs(&self, limit: u32) -> Result<Vec<GcRun>> {
+        let rows = sqlx::query("SELECT * FROM gc_runs ORDER BY id DESC LIMIT ?")
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| GcRun {
+                id: r.get("id"),
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+                trigger: r.get("trigger"),
+                dry_run: r.get::<i64, _>("dry_run") != 0,
+                grace_ms: r.get("grace_ms"),
+                report: GcReport {
+                    manifests_deleted: r.get::<i64, _>("manifests_deleted") as u64,
+                    blobs_deleted: r.get::<i64, _>("blobs_deleted") as u64,
+                    bytes_freed: r.get::<i64, _>("bytes_freed") as u64,
+                    uploads_expired: r.get::<i64, _>("uploads_expired") as u64,
+                },
+                error: r.get("error"),
+            })
+            .collect())
+    }
+
+    async fn gc_delete_unreachable_manifests(&self, cutoff: i64, dry_run: bool) -> Result<u64> {
+        let dead = format!(
+            "{REACHABLE} SELECT m.repo_id, m.digest FROM manifests m
+             WHERE m.created_at <= ? AND NOT EXISTS
+               (SELECT 1 FROM live l WHERE l.repo_id = m.repo_id AND l.digest = m.digest)"
+        );
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({dead})"))
+                .bind(cutoff)
+                .fetch_one(&self.reader)
+                .await?;
+            return Ok(n as u64);
+        }
+        // One statement in one transaction: reachability is decided and acted on under
+        // the write lock, so a tag pushed meanwhile either counts or waits.
+        let r = sqlx::query(&format!(
+            "DELETE FROM manifests WHERE (repo_id, digest) IN ({dead})"
+        ))
+        .bind(cutoff)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn gc_blob_candidates(&self, cutoff: i64) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT b.digest, b.size FROM blobs b WHERE {GARBAGE}"
+        ))
+        .bind(cutoff)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((digest(r.get("digest"))?, r.get::<i64, _>("size") as u64)))
+            .collect()
+    }
+
+    async fn gc_forget_blobs(
+        &self,
+        candidates: &[Digest],
+        cutoff: i64,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut gone = Vec::new();
+        let now = now_ms();
+        for d in candidates {
+            let size: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT b.size FROM blobs b WHERE b.digest = ?2 AND {GARBAGE}"
+            ))
+            .bind(cutoff)
+            .bind(d.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(size) = size else { continue };
+            sqlx::query("DELETE FROM repo_blobs WHERE digest = ?")
+                .bind(d.to_string())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM blobs WHERE digest = ?")
+                .bind(d.to_string())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO gc_tombstones (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(d.to_string())
+            .bind(size)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            gone.push((d.clone(), size as u64));
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn gc_tombstone_orphans(&self, digests: &[(Digest, u64)]) -> Result<u64> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut n = 0;
+        for (d, size) in digests {
+            let r = sqlx::query(
+                "INSERT INTO gc_tombstones (digest, size, created_at)
+                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(d.to_string())
+            .bind(*size as i64)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            n += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn gc_delete_files(&self, limit: u32, delete: DeleteFile<'_>) -> Result<(u64, u64)> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let batch: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM gc_tombstones ORDER BY digest LIMIT ?")
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut deleted = 0;
+        for d in &batch {
+            let relinked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+                .bind(d)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // Pushed again since it was tombstoned: the file is live, keep it.
+            if relinked.is_none() && delete(digest(d)?).await? {
+                deleted += 1;
+            }
+            sqlx::query("DELETE FROM gc_tombstones WHERE digest = ?")
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gc_tombstones")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((deleted, left as u64))
+    }
+
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(digests.len());
+        for d in digests {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+                .bind(d.to_string())
+                .fetch_optional(&self.reader)
+                .await?;
+            out.push(found.is_some());
+        }
+        Ok(out)
+    }
+
+    async fn expired_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < ?")
+            .bind(cutoff)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(ids.iter().filter_map(|i| i.parse().ok()).collect())
+    }
+
+    async fn gc_forget_upload(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let (total, blobs): (i64, i64) =
+            sqlx::query_as("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM blobs")
+                .fetch_one(&self.reader)
+                .await?;
+        // A namespace is the first path component of a repository name.
+        let rows = sqlx::query(
+            "WITH ns AS (
+                SELECT id, CASE WHEN instr(name, '/') > 0 THEN substr(name, 1, instr(name, '/') - 1) ELSE name END AS namespace
+                FROM repositories
+             ),
+             linked AS (
+                SELECT ns.namespace, rb.digest FROM repo_blobs rb JOIN ns ON ns.id = rb.repo_id
+                UNION
+                SELECT ns.namespace, m.digest FROM manifests m JOIN ns ON ns.id = m.repo_id
+             )
+             SELECT ns.namespace, COUNT(DISTINCT ns.id) AS repositories,
+                    COALESCE((SELECT SUM(b.size) FROM linked l JOIN blobs b ON b.digest = l.digest
+                              WHERE l.namespace = ns.namespace), 0) AS bytes
+             FROM ns GROUP BY ns.namespace ORDER BY bytes DESC, ns.namespace",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(Usage {
+            total_bytes: total as u64,
+            blobs: blobs as u64,
+            namespaces: rows
+                .iter()
+                .map(|r| NamespaceUsage {
+                    namespace: r.get("namespace"),
+                    bytes: r.get::<i64, _>("bytes") as u64,
+                    repositories: r.get::<i64, _>("repositories") as u64,
+                })
+                .collect(),
+        })
+    }
+}

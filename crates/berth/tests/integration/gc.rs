@@ -1,0 +1,406 @@
+//! Online garbage collection: what it deletes, what it keeps, and that pushes racing it
+//! never lose an acknowledged blob.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::common::TestApp;
+use crate::helpers::*;
+
+/// Runs `berth gc ARGS…` against the app's data directory while the server runs.
+fn gc(app: &TestApp, args: &[&str]) -> String {
+    gc_with(app, &[], args)
+}
+
+/// `gc` with configuration in the environment (as the server got it).
+fn gc_with(app: &TestApp, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .envs(env.iter().copied())
+        .arg("gc")
+        .args(args)
+        .arg("--data-dir")
+        .arg(app.data_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "berth gc failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Files in the blob store.
+fn stored_files(app: &TestApp) -> usize {
+    walk(&app.data_dir().join("blobstore/blobs"))
+}
+
+fn walk(p: &std::path::Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn local() -> Option<()> {
+    if std::env::var("BERTH_TEST_EXTERNAL_URL").is_ok() {
+        eprintln!("SKIPPED: garbage collection tests run berth gc on a local data directory");
+        return None;
+    }
+    Some(())
+}
+
+#[tokio::test]
+async fn collects_unreferenced_blobs_and_keeps_everything_a_tag_reaches() {
+    let Some(()) = local() else { return };
+    let app = TestApp::start().await;
+    let repo = unique_repo("gc");
+    let img = push_image(&app, &repo, "v1").await;
+    let orphan = random_bytes(5000);
+    let orphan_digest = push_blob(&app, &repo, &orphan).await;
+    // config + 2 layers + manifest + orphan
+    assert_eq!(stored_files(&app), 5);
+
+    // Inside the grace period nothing goes.
+    let out = gc(&app, &[]);
+    assert!(out.contains("deleted 0 blobs"), "{out}");
+    assert_eq!(head_blob(&app, &repo, &orphan_digest).await.status(), 200);
+
+    let out = gc(&app, &["--dry-run", "--grace-period", "0s"]);
+    assert!(out.contains("would delete 1 blobs (4.9 KiB)"), "{out}");
+    assert_eq!(stored_files(&app), 5, "a dry run deletes nothing");
+
+    let out = gc(&app, &["--grace-period", "0s"]);
+    assert!(out.contains("deleted 1 blobs"), "{out}");
+    assert_eq!(stored_files(&app), 4);
+    assert_eq!(head_blob(&app, &repo, &orphan_digest).await.status(), 404);
+    assert_manifest(&app, &repo, "v1", img.media_type, &img.manifest).await;
+    assert_blob(&app, &repo, &img.config_digest, &img.config).await;
+    for (data, d) in &img.layers {
+        assert_blob(&app, &repo, d, data).await;
+    }
+
+    // The run is in the history, and a second run finds nothing.
+    let runs: Value = app
+        .client
+        .get(app.url("/api/v1/gc/runs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs[0]["blobs_deleted"], 1);
+    assert_eq!(runs[0]["trigger"], "cli");
+    assert!(runs[0]["finished_at"].is_i64());
+    assert!(gc(&app, &["--grace-period", "0s"]).contains("deleted 0 blobs"));
+}
+
+#[tokio::test]
+async fn deleting_a_manifest_frees_layers_no_other_manifest_uses() {
+    let Some(()) = local() else { return };
+    let app = TestApp::start().await;
+    let (a, b) = (unique_repo("gc-a"), unique_repo("gc-b"));
+    let img = push_image(&app, &a, "v1").await;
+    // The same first layer is used by an image in another repository.
+    let shared = &img.layers[0];
+    push_blob_with_digest(&app, &b, &shared.0, &shared.1).await;
+    let config = br#"{"architecture":"arm64","os":"linux"}"#.to_vec();
+    let config_digest = push_blob(&app, &b, &config).await;
+    let other = manifest_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &shared.0)],
+    }));
+    put_manifest_ok(
+        &app,
+        &b,
+        "v1",
+        "application/vnd.oci.image.manifest.v1+json",
+        &other,
+    )
+    .await;
+
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v2/{a}/manifests/{}", img.digest)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let out = gc(&app, &["--grace-period", "0s"]);
+    // a's config, its second layer, and its manifest go; the shared layer stays.
+    assert!(out.contains("deleted 3 blobs"), "{out}");
+    assert_blob(&app, &b, &shared.1, &shared.0).await;
+    assert_blob(&app, &b, &config_digest, &config).await;
+    assert_eq!(head_blob(&app, &a, &img.layers[1].1).await.status(), 404);
+}
+
+#[tokio::test]
+async fn untagged_manifests_are_kept_or_collected_by_policy() {
+    let Some(()) = local() else { return };
+    for (policy, kept) in [("keep", true), ("delete", false)] {
+        let app = TestApp::builder()
+            .env("BERTH_GC__UNTAGGED", policy)
+            .start()
+            .await;
+        let repo = unique_repo("gc-untagged");
+        let tagged = push_image(&app, &repo, "v1").await;
+        // A referrer of the tagged image (reachable through its subject).
+        let (sig_manifest, sig_digest) = make_artifact(
+            &app,
+            &repo,
+            "application/vnd.example.sig",
+            json!({
+                "subject": subject(tagged.media_type, &tagged.manifest),
+            }),
+        )
+        .await;
+        put_manifest_ok(
+            &app,
+            &repo,
+            &sig_digest,
+            "application/vnd.oci.image.manifest.v1+json",
+            &sig_manifest,
+        )
+        .await;
+        // An untagged image pushed by digest.
+        let loose = make_image(&app, &repo).await;
+        put_manifest_ok(
+            &app,
+            &repo,
+            &loose.digest,
+            loose.media_type,
+            &loose.manifest,
+        )
+        .await;
+        // An index whose children are untagged but reachable through the tagged index.
+        let child = make_image(&app, &repo).await;
+        put_manifest_ok(
+            &app,
+            &repo,
+            &child.digest,
+            child.media_type,
+            &child.manifest,
+        )
+        .await;
+        let index = manifest_bytes(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [descriptor(child.media_type, &child.manifest)],
+        }));
+        put_manifest_ok(
+            &app,
+            &repo,
+            "multi",
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await;
+
+        gc_with(
+            &app,
+            &[("BERTH_GC__UNTAGGED", policy)],
+            &["--grace-period", "0s"],
+        );
+        let status = |d: String| {
+            let app = &app;
+            let repo = repo.clone();
+            async move { head_manifest(app, &repo, &d).await.status().as_u16() }
+        };
+        assert_eq!(status(tagged.digest.clone()).await, 200, "{policy}: tagged");
+        assert_eq!(
+            status(sig_digest.clone()).await,
+            200,
+            "{policy}: referrer of a tagged image"
+        );
+        assert_eq!(
+            status(child.digest.clone()).await,
+            200,
+            "{policy}: child of a tagged index"
+        );
+        assert_eq!(
+            status(loose.digest.clone()).await,
+            if kept { 200 } else { 404 },
+            "{policy}: untagged"
+        );
+        let layer_status = head_blob(&app, &repo, &loose.layers[0].1)
+            .await
+            .status()
+            .as_u16();
+        assert_eq!(
+            layer_status,
+            if kept { 200 } else { 404 },
+            "{policy}: layer of the untagged image"
+        );
+        assert_blob(&app, &repo, &child.layers[0].1, &child.layers[0].0).await;
+    }
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let Some(()) = local() else { return };
+    let app = TestApp::builder()
+        .env("BERTH_GC__UPLOAD_EXPIRY", "0s")
+        .start()
+        .await;
+    let repo = unique_repo("gc-upload");
+    let loc = start_upload(&app, &repo).await;
+    let resp = app
+        .client
+        .patch(loc.clone())
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = gc_with(&app, &[("BERTH_GC__UPLOAD_EXPIRY", "0s")], &[]);
+    assert!(out.contains("1 upload sessions expired"), "{out}");
+    assert_oci_error(
+        app.client.get(loc).send().await.unwrap(),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    )
+    .await;
+}
+
+/// One attempt at pushing a 2-layer image and tagging it; `None` if the collector got
+/// in the way (which the registry reports; the client pushes again).
+async fn try_push(
+    app: &TestApp,
+    repo: &str,
+    tag: &str,
+) -> Option<(Vec<u8>, Vec<(Vec<u8>, String)>)> {
+    let mut layers = Vec::new();
+    for size in [2000, 4000] {
+        let data = random_bytes(size);
+        let d = sha256_digest(&data);
+        let resp = app
+            .client
+            .post(app.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 201 {
+            assert_eq!(resp.status(), 400, "only a GC race may refuse a blob push");
+            return None;
+        }
+        layers.push((data, d));
+    }
+    let manifest = manifest_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &layers[0].0),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &layers[1].0)],
+    }));
+    let resp = put_manifest(
+        app,
+        repo,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    )
+    .await;
+    match resp.status().as_u16() {
+        201 => Some((manifest, layers)),
+        // A blob pushed before the collector's cutoff and not yet referenced was collected.
+        400 => None,
+        s => panic!("manifest PUT answered {s}"),
+    }
+}
+
+#[tokio::test]
+async fn pushes_racing_the_collector_never_lose_an_acknowledged_blob() {
+    let Some(()) = local() else { return };
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let repo = unique_repo("gc-race");
+    let pushers: Vec<_> = (0..4)
+        .map(|w| {
+            let (app, repo) = (app.clone(), repo.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..15 {
+                    let tag = format!("w{w}-{i}");
+                    if let Some(pushed) = try_push(&app, &repo, &tag).await {
+                        acked.push((tag, pushed));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let collector = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..6 {
+                gc(&app, &["--grace-period", "0s"]);
+            }
+        })
+    };
+    let mut acked = Vec::new();
+    for p in pushers {
+        acked.extend(p.await.unwrap());
+    }
+    collector.await.unwrap();
+    gc(&app, &["--grace-period", "0s"]);
+    assert!(
+        acked.len() >= 30,
+        "most pushes should succeed, got {}",
+        acked.len()
+    );
+    for (tag, (manifest, layers)) in &acked {
+        assert_manifest(
+            &app,
+            &repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest,
+        )
+        .await;
+        for (data, d) in layers {
+            assert_blob(&app, &repo, d, data).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn usage_counts_shared_blobs_once_in_the_total_and_in_each_namespace() {
+    let Some(()) = local() else { return };
+    let app = TestApp::start().await;
+    let (a, b) = (format!("{}/app", unique()), format!("{}/app", unique()));
+    let data = random_bytes(10_000);
+    let d = push_blob(&app, &a, &data).await;
+    push_blob_with_digest(&app, &b, &data, &d).await;
+    let usage: Value = app
+        .client
+        .get(app.url("/api/v1/usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["total_bytes"], 10_000);
+    let ns = usage["namespaces"].as_array().unwrap();
+    assert_eq!(ns.len(), 2);
+    assert!(
+        ns.iter()
+            .all(|n| n["bytes"] == 10_000 && n["repositories"] == 1),
+        "{usage}"
+    );
+}
