@@ -24,6 +24,7 @@ pub struct App {
     pub signer: Signer,
     pub throttle: Throttle,
     pub verified: VerifiedCache,
+    pub counters: crate::api::metrics::Counters,
 }
 
 /// The stores a configuration names, for the server and for CLI commands alike.
@@ -104,6 +105,7 @@ impl App {
             signer,
             throttle: Throttle::default(),
             verified: VerifiedCache::default(),
+            counters: Default::default(),
         }))
     }
 }

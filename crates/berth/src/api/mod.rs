@@ -28,6 +28,7 @@ mod blobs;
 mod discovery;
 pub mod error;
 mod manifests;
+pub mod metrics;
 pub mod route;
 mod token;
 mod uploads;
@@ -45,6 +46,11 @@ pub fn router(app: AppState) -> Router {
         .merge(v1::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::count,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))

@@ -17,6 +17,7 @@ mod gc;
 mod k8s;
 mod management;
 mod memory;
+mod metrics;
 mod pull;
 mod push;
 mod tls;
