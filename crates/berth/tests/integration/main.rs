@@ -9,6 +9,7 @@ mod common;
 #[allow(dead_code)]
 mod helpers;
 
+mod api_v1;
 mod auth;
 mod discovery;
 mod durability;

@@ -73,17 +73,7 @@ pub async fn remove(
     auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Json<Deleted>> {
-    auth.require_admin()?;
-    let n = app
-        .accounts
-        .account_delete(&name, AccountKind::Team)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no team named {name:?}")))?;
-    auth.audit(&app, "team_rm", &name, Some(format!("{n} repositories")))
-        .await;
-    Ok(Json(Deleted {
-        repositories_deleted: n,
-    }))
+    super::users::delete_account(&app, &auth, &name, AccountKind::Team).await
 }
 
 fn member_error(change: MemberChange, team: &str, user: &str) -> Result<StatusCode> {

@@ -198,13 +198,24 @@ pub async fn remove(
     auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Json<Deleted>> {
+    delete_account(&app, &auth, &name, AccountKind::User).await
+}
+
+/// Deletes a user or team with its namespace (admins only), and audits it.
+pub(super) async fn delete_account(
+    app: &crate::app::App,
+    auth: &Auth,
+    name: &str,
+    kind: AccountKind,
+) -> Result<Json<Deleted>> {
     auth.require_admin()?;
     let n = app
         .accounts
-        .account_delete(&name, AccountKind::User)
+        .account_delete(name, kind)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no user named {name:?}")))?;
-    auth.audit(&app, "user_rm", &name, Some(format!("{n} repositories")))
+        .ok_or_else(|| Error::NotFound(format!("no {} named {name:?}", kind.as_str())))?;
+    let action = format!("{}_rm", kind.as_str());
+    auth.audit(app, &action, name, Some(format!("{n} repositories")))
         .await;
     Ok(Json(Deleted {
         repositories_deleted: n,
