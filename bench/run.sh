@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Benchmarks Berth side by side with the CNCF distribution registry on this machine.
+#
+#   bash bench/run.sh              # full run (5 rounds, 1 GiB blob, 100,000 repos): ~15-20 min
+#   bash bench/run.sh --quick      # smoke run (2 rounds, small sizes): ~2 min once built
+#
+# Options: --rounds N, --workloads LIST (see `berth-bench list`), --startup-rounds N,
+#          --keep (keep the scratch directory), any other --flag is passed to `berth-bench run`
+#          (e.g. --blob-mib 256 --duration 1).
+# Environment: BENCH_WORK (scratch dir, default a new /var/tmp/berth-bench.XXXXXX),
+#          BENCH_OUT (results dir, default bench/out), BERTH_BIN (use this berth binary
+#          instead of building one) and BERTH_DESC (how the report names it), CARGO_TARGET_DIR.
+#
+# It builds Berth in release mode, starts it (--no-auth) and distribution
+# (../shared/peers/distribution.sh) on loopback ports, plus a second Berth with auth on for
+# the manifest GETs with bearer tokens, measures the machine's limits and runs every
+# workload against them, alternating, for several rounds, then
+# restarts each several times to time start-up, and prints the report (bench/out/report.md;
+# raw JSON lines in bench/out/results.jsonl). Method: bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+quick=0; rounds=""; startup_rounds=""; workloads=all; keep=0; extra=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --startup-rounds) startup_rounds=$2; shift ;;
+    --workloads) workloads=$2; shift ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --*) extra+=("$1" "$2"); shift ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ $quick = 1 ]; then
+  rounds=${rounds:-2}; startup_rounds=${startup_rounds:-2}; extra+=(--quick)
+else
+  rounds=${rounds:-5}; startup_rounds=${startup_rounds:-5}
+fi
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/berth-target}
+echo "== building (release)" >&2
+if [ -z "${BERTH_BIN:-}" ]; then
+  # Berth alone, as users build it (the bench crate would otherwise add hyper's client
+  # features to the binary under test).
+  cargo build --release --quiet -p berth
+  BERTH_BIN=$CARGO_TARGET_DIR/release/berth
+fi
+cargo build --release --quiet -p berth-bench
+bench=$CARGO_TARGET_DIR/release/berth-bench
+if [ -n "${BERTH_DESC:-}" ]; then
+  berth_desc=$BERTH_DESC
+elif [ "$BERTH_BIN" = "$CARGO_TARGET_DIR/release/berth" ]; then
+  berth_desc="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo ' + uncommitted changes')"
+else
+  berth_desc="binary $BERTH_BIN"
+fi
+peer=$repo/../shared/peers/distribution.sh
+
+work=${BENCH_WORK:-$(mktemp -d /var/tmp/berth-bench.XXXXXX)}
+out=${BENCH_OUT:-$repo/bench/out}
+mkdir -p "$work" "$out"
+results=$out/results.jsonl
+report=$out/report.md
+: >"$results"
+
+ports=()
+while [ ${#ports[@]} -lt 3 ]; do
+  p=$("$bench" free-port)
+  case " ${ports[*]} " in *" $p "*) ;; *) ports+=("$p") ;; esac
+done
+bport=${ports[0]}; dport=${ports[1]}; aport=${ports[2]}
+burl=http://127.0.0.1:$bport
+durl=http://127.0.0.1:$dport
+aurl=http://127.0.0.1:$aport
+bdata=$work/berth-data
+ddata=$work/dist-data
+adata=$work/berth-auth-data
+apass=bench-password-$$-$RANDOM
+
+bpid=""; dpid=""; apid=""
+cleanup() {
+  [ -n "$bpid" ] && kill "$bpid" 2>/dev/null || true
+  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null || true
+  [ -n "$apid" ] && kill "$apid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ $keep = 0 ] && [ -z "${BENCH_WORK:-}" ]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+wait_for() { # URL
+  for _ in $(seq 300); do
+    curl -fs -o /dev/null "$1/v2/" && return 0
+    sleep 0.05
+  done
+  echo "no answer from $1" >&2; return 1
+}
+
+start_berth() {
+  "$BERTH_BIN" serve --no-auth --listen "127.0.0.1:$bport" --data-dir "$bdata" 2>>"$work/berth.log" &
+  bpid=$!
+  wait_for "$burl"
+}
+# A second Berth with auth on (bearer tokens) for the manifest GETs with auth, if this
+# build has users.
+start_berth_auth() {
+  printf '%s\n' "$apass" | "$BERTH_BIN" --data-dir "$adata" user add bench --admin --password-stdin >/dev/null
+  "$BERTH_BIN" serve --listen "127.0.0.1:$aport" --data-dir "$adata" 2>>"$work/berth-auth.log" &
+  apid=$!
+  for _ in $(seq 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$aurl/v2/")" = 401 ] && return 0
+    sleep 0.05
+  done
+  echo "berth with auth did not start; see $work/berth-auth.log" >&2; return 1
+}
+start_dist() {
+  dpid=$(bash "$peer" start "127.0.0.1:$dport" "$ddata")
+}
+stop() { # PID
+  kill "$1" 2>/dev/null || true
+  while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
+}
+
+echo "== starting berth on $burl and distribution on $durl (scratch: $work)" >&2
+start_berth
+start_dist
+auth_args=()
+if "$BERTH_BIN" user --help >/dev/null 2>&1; then
+  echo "== starting berth with auth on $aurl (manifest GETs with bearer tokens)" >&2
+  start_berth_auth
+  auth_args=(--target "berth-auth=$aurl" --pid "berth-auth=$apid" --auth "berth-auth=bench:$apass"
+             --only "berth-auth=manifest-tag-c64,manifest-digest-c64")
+else
+  echo "== this berth has no users: no auth-on line" >&2
+fi
+
+echo "== run: $rounds rounds, workloads: $workloads" >&2
+started=$(date +%s)
+"$bench" run \
+  --target "berth=$burl" --target "distribution=$durl" \
+  --pid "berth=$bpid" --pid "distribution=$dpid" \
+  --data-dir "berth=$bdata" --data-dir "distribution=$ddata" \
+  "${auth_args[@]}" \
+  --workloads "$workloads" --rounds "$rounds" --work "$work" --out "$results" \
+  "${extra[@]}" >/dev/null
+
+echo "== start-up: $startup_rounds rounds, existing data directories" >&2
+stop "$bpid"; bpid=""
+stop "$dpid"; dpid=""
+if [ -n "$apid" ]; then stop "$apid"; apid=""; fi
+for r in $(seq "$startup_rounds"); do
+  order="berth distribution"
+  [ $((r % 2)) = 0 ] && order="distribution berth"
+  for reg in $order; do
+    if [ $reg = berth ]; then
+      "$bench" startup --registry berth --url "$burl" --round "$r" --out "$results" \
+        --log "$work/berth-startup.log" -- \
+        "$BERTH_BIN" serve --no-auth --listen "127.0.0.1:$bport" --data-dir "$bdata" >/dev/null
+    else
+      "$bench" startup --registry distribution --url "$durl" --round "$r" --out "$results" \
+        --log "$work/dist-startup.log" -- \
+        docker-registry serve "$ddata/config.yml" >/dev/null
+    fi
+  done
+done
+elapsed=$(( $(date +%s) - started ))
+
+disk_dev=$(df --output=source "$work" | tail -1)
+{
+  echo "## Berth vs distribution — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+       "SHA-NI: $(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)," \
+       "$(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+  echo "- disk: $disk_dev ($(df --output=fstype "$work" | tail -1)," \
+       "lsblk ROTA=$(lsblk -dno ROTA "$disk_dev" 2>/dev/null | xargs))," \
+       "scratch and data directories in $work"
+  echo "- berth: $berth_desc, release build, --no-auth, default config (log level info);" \
+       "berth-auth: the same binary with auth on (bearer tokens), manifest GETs only"
+  echo "- distribution: $(docker-registry --version 2>/dev/null | awk '{print $3}'), filesystem storage, in-memory blob descriptor cache, log level error, access log off (../shared/peers/distribution.sh)"
+  echo "- skopeo $(skopeo --version 2>/dev/null | awk '{print $3}'), openssl $(openssl version | awk '{print $2}')"
+  echo "- settings: $rounds rounds ($([ $quick = 1 ] && echo quick sizes || echo full sizes)), $startup_rounds start-up rounds, ${elapsed}s in total"
+  echo
+  "$bench" report "$results"
+} >"$report"
+cat "$report"
+echo >&2
+echo "report: $report   raw: $results" >&2

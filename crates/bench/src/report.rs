@@ -1,0 +1,540 @@
+//! The results of a run (JSON lines) as Markdown tables: medians, min–max over rounds,
+//! and the ratio subject ÷ baseline, next to the machine's limits.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::record::{Record, MACHINE};
+use crate::workloads::{metric_of, Metric, MACHINE_WORKLOADS, REGISTRY_WORKLOADS};
+
+type Pick = fn(&Record) -> Option<f64>;
+
+fn mbps(r: &Record) -> Option<f64> {
+    Some(r.mb_per_s)
+}
+fn opss(r: &Record) -> Option<f64> {
+    Some(r.ops_per_s)
+}
+fn p50(r: &Record) -> Option<f64> {
+    Some(r.p50_ms)
+}
+fn p99(r: &Record) -> Option<f64> {
+    Some(r.p99_ms)
+}
+fn rss_peak_mib(r: &Record) -> Option<f64> {
+    r.rss_peak_kib.map(|k| k as f64 / 1024.0)
+}
+fn rss_mib(r: &Record) -> Option<f64> {
+    r.rss_kib.map(|k| k as f64 / 1024.0)
+}
+fn startup_ms(r: &Record) -> Option<f64> {
+    Some(r.seconds * 1000.0)
+}
+/// Server CPU seconds per GB moved, or milliseconds per operation.
+fn cpu_per_unit(r: &Record) -> Option<f64> {
+    let cpu = r.server_cpu_s?;
+    match metric_of(&r.workload) {
+        Metric::MbPerS if r.bytes > 0 => Some(cpu / (r.bytes as f64 / 1e9)),
+        Metric::OpsPerS if r.ops > 0 => Some(cpu * 1000.0 / r.ops as f64),
+        _ => None,
+    }
+}
+
+struct Data<'a> {
+    records: &'a [Record],
+}
+
+impl Data<'_> {
+    /// Round -> value, over the successful records of (workload, registry).
+    fn values(&self, workload: &str, registry: &str, pick: Pick) -> BTreeMap<u32, f64> {
+        self.records
+            .iter()
+            .filter(|r| r.workload == workload && r.registry == registry && r.errors == 0)
+            .filter_map(|r| Some((r.round, pick(r)?)))
+            .collect()
+    }
+
+    fn summary(&self, workload: &str, registry: &str, pick: Pick) -> Option<Summary> {
+        Summary::of(
+            self.values(workload, registry, pick)
+                .into_values()
+                .collect(),
+        )
+    }
+
+    fn median(&self, workload: &str, registry: &str, pick: Pick) -> Option<f64> {
+        self.summary(workload, registry, pick).map(|s| s.median)
+    }
+
+    /// Ratio of medians, and min–max of the ratios of the same round.
+    fn ratio(
+        &self,
+        workload: &str,
+        a: &str,
+        b: &str,
+        pick: Pick,
+    ) -> Option<(f64, Option<(f64, f64)>)> {
+        let (sa, sb) = (
+            self.summary(workload, a, pick)?,
+            self.summary(workload, b, pick)?,
+        );
+        if sb.median == 0.0 {
+            return None;
+        }
+        let (va, vb) = (
+            self.values(workload, a, pick),
+            self.values(workload, b, pick),
+        );
+        let paired: Vec<f64> = va
+            .iter()
+            .filter_map(|(r, x)| vb.get(r).filter(|y| **y != 0.0).map(|y| x / y))
+            .collect();
+        let range = Summary::of(paired).map(|s| (s.min, s.max));
+        Some((sa.median / sb.median, range))
+    }
+
+    fn workloads(&self) -> Vec<String> {
+        let mut names: Vec<String> = REGISTRY_WORKLOADS.iter().map(|s| s.to_string()).collect();
+        for r in self.records {
+            if r.registry != MACHINE
+                && r.workload != "startup"
+                && !r.workload.starts_with("seed-")
+                && !names.contains(&r.workload)
+            {
+                names.push(r.workload.clone());
+            }
+        }
+        names.retain(|w| self.records.iter().any(|r| &r.workload == w));
+        names
+    }
+}
+
+struct Summary {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Summary {
+    fn of(mut v: Vec<f64>) -> Option<Summary> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Summary {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+
+    fn show(&self) -> String {
+        if self.min == self.max {
+            num(self.median)
+        } else {
+            format!("{} ({}–{})", num(self.median), num(self.min), num(self.max))
+        }
+    }
+}
+
+/// Three significant digits or so, without exponent.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn show(s: Option<Summary>) -> String {
+    s.map(|s| s.show()).unwrap_or_else(|| "–".into())
+}
+
+fn ratio_cells(r: Option<(f64, Option<(f64, f64)>)>, higher_better: bool) -> (String, String) {
+    match r {
+        None => ("–".into(), "–".into()),
+        Some((x, range)) => {
+            let range = range
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!(" ({}–{})", num(a), num(b)))
+                .unwrap_or_default();
+            let good = if higher_better { x } else { 1.0 / x };
+            let verdict = if (good - 1.0).abs() < 0.03 {
+                "≈ even"
+            } else if good > 1.0 {
+                "subject"
+            } else {
+                "baseline"
+            };
+            (format!("{}×{range}", num(x)), verdict.into())
+        }
+    }
+}
+
+/// The whole report. `subject` is compared to `baseline` (ratio subject ÷ baseline).
+pub fn render(records: &[Record], subject: &str, baseline: &str) -> String {
+    let d = Data { records };
+    let mut o = String::new();
+    let w = &mut o;
+
+    let _ = writeln!(w, "### Machine limits (same harness, same run)\n");
+    let _ = writeln!(w, "| limit | median (min–max) | unit |");
+    let _ = writeln!(w, "|---|---|---|");
+    let limit_names = [
+        (
+            "sha256",
+            "SHA-256, one core, Rust `sha2` crate (what Berth uses)",
+        ),
+        (
+            "sha256-openssl",
+            "SHA-256, one core, `openssl speed -evp sha256`",
+        ),
+        ("disk-write", "sequential write + fsync, same disk"),
+        ("loopback-get", "HTTP/1.1 GET over loopback, trivial server"),
+        ("loopback-put", "HTTP/1.1 PUT over loopback, trivial server"),
+    ];
+    for (name, what) in limit_names {
+        if let Some(s) = d.summary(name, MACHINE, mbps) {
+            let _ = writeln!(w, "| {what} | {} | MB/s |", s.show());
+        }
+    }
+    if let Some(s) = d.summary("fsync-4k", MACHINE, opss) {
+        let _ = writeln!(
+            w,
+            "| 4 KiB write + fdatasync, one thread | {} (p99 {} ms) | ops/s |",
+            s.show(),
+            show(d.summary("fsync-4k", MACHINE, p99))
+        );
+    }
+
+    let _ = writeln!(
+        w,
+        "\n### {subject} vs {baseline}\n\nMedian over rounds (min–max). Ratio = {subject} ÷ {baseline} \
+         of the medians, with the range of the per-round ratios; \"better\" says who wins on \
+         that line (throughput: higher is better; latency: lower is better).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| workload | metric | {subject} | {baseline} | ratio {subject}/{baseline} | better |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    for wl in d.workloads() {
+        let rows: Vec<(&str, Pick, bool)> = match metric_of(&wl) {
+            Metric::MbPerS => vec![("MB/s", mbps, true)],
+            Metric::OpsPerS => vec![
+                ("ops/s", opss, true),
+                ("p50 ms", p50, false),
+                ("p99 ms", p99, false),
+            ],
+        };
+        // Other registries measured on this workload (e.g. `berth-auth`) get their own
+        // lines, their figures in the subject's column.
+        let mut subjects = vec![subject.to_string()];
+        for r in records {
+            if r.workload == wl
+                && r.registry != subject
+                && r.registry != baseline
+                && r.registry != MACHINE
+                && !subjects.contains(&r.registry)
+            {
+                subjects.push(r.registry.clone());
+            }
+        }
+        for (k, subj) in subjects.iter().enumerate() {
+            for (label, pick, higher) in &rows {
+                let (ratio, better) = ratio_cells(d.ratio(&wl, subj, baseline, *pick), *higher);
+                let better = match better.as_str() {
+                    "subject" => subj.to_string(),
+                    "baseline" => baseline.to_string(),
+                    other => other.to_string(),
+                };
+                let label = if k == 0 {
+                    label.to_string()
+                } else {
+                    format!("{label} [{subj}]")
+                };
+                let _ = writeln!(
+                    w,
+                    "| {wl} | {label} | {} | {} | {ratio} | {better} |",
+                    show(d.summary(&wl, subj, *pick)),
+                    show(d.summary(&wl, baseline, *pick)),
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(
+        w,
+        "\n### Server resources during each workload (medians)\n\n\
+         Peak RSS: the server's VmHWM, reset when the workload starts. CPU: user + system \
+         time of the server process, per GB moved (throughput lines) or per operation in ms \
+         (request lines).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| workload | {subject} peak RSS MiB | {baseline} peak RSS MiB | {subject} CPU | {baseline} CPU | unit |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    for wl in d.workloads() {
+        let unit = match metric_of(&wl) {
+            Metric::MbPerS => "CPU s/GB",
+            Metric::OpsPerS => "CPU ms/op",
+        };
+        let f = |reg: &str, pick: Pick| {
+            d.median(&wl, reg, pick)
+                .map(num)
+                .unwrap_or_else(|| "–".into())
+        };
+        let _ = writeln!(
+            w,
+            "| {wl} | {} | {} | {} | {} | {unit} |",
+            f(subject, rss_peak_mib),
+            f(baseline, rss_peak_mib),
+            f(subject, cpu_per_unit),
+            f(baseline, cpu_per_unit),
+        );
+    }
+
+    let seeds: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.workload.starts_with("seed-"))
+        .collect();
+    if !seeds.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n### Seeding for the listings (once per registry, through the API)\n"
+        );
+        let _ = writeln!(
+            w,
+            "| step | registry | conns | ops/s | p50 ms | p99 ms | seconds | errors |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+        for r in seeds {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.workload,
+                r.registry,
+                r.conns,
+                num(r.ops_per_s),
+                num(r.p50_ms),
+                num(r.p99_ms),
+                num(r.seconds),
+                r.errors
+            );
+        }
+    }
+
+    if records.iter().any(|r| r.workload == "startup") {
+        let _ = writeln!(
+            w,
+            "\n### Start-up (existing data directory) and idle memory\n"
+        );
+        let _ = writeln!(
+            w,
+            "| metric | {subject} | {baseline} | ratio {subject}/{baseline} | better |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|");
+        for (label, pick) in [
+            ("start to first /v2/ answer, ms", startup_ms as Pick),
+            ("idle RSS, MiB", rss_mib as Pick),
+        ] {
+            let (ratio, better) = ratio_cells(d.ratio("startup", subject, baseline, pick), false);
+            let better = match better.as_str() {
+                "subject" => subject.to_string(),
+                "baseline" => baseline.to_string(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(
+                w,
+                "| {label} | {} | {} | {ratio} | {better} |",
+                show(d.summary("startup", subject, pick)),
+                show(d.summary("startup", baseline, pick)),
+            );
+        }
+    }
+
+    targets(&d, w, subject, baseline);
+
+    let failed: Vec<&Record> = records.iter().filter(|r| r.errors > 0).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(w, "\n### Errors\n");
+        for r in failed {
+            let _ = writeln!(
+                w,
+                "- round {} {} on {}: {} error(s){}",
+                r.round,
+                r.workload,
+                r.registry,
+                r.errors,
+                r.note
+                    .as_deref()
+                    .map(|n| format!(" — {n}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    // Notes: once per workload when every registry's is the same.
+    let mut notes: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.errors == 0) {
+        if let Some(n) = &r.note {
+            notes.entry(&r.workload).or_default().insert(&r.registry, n);
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(w, "\n### How each line was made\n");
+        for (wl, by_reg) in notes {
+            let mut distinct: Vec<&str> = by_reg.values().copied().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() == 1 {
+                let _ = writeln!(w, "- {wl}: {}", distinct[0]);
+            } else {
+                let each: Vec<String> = by_reg.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+                let _ = writeln!(w, "- {wl}: {}", each.join("; "));
+            }
+        }
+    }
+    o
+}
+
+/// The targets of issue 8, checked against this run.
+fn targets(d: &Data, w: &mut String, s: &str, b: &str) {
+    let mut rows: Vec<(String, String, &str)> = Vec::new();
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let limit = match (
+        d.median("sha256-openssl", MACHINE, mbps),
+        d.median("disk-write", MACHINE, mbps),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    for wl in ["push-mono", "push-chunked"] {
+        if let (Some(l), Some(v)) = (limit, d.median(wl, s, mbps)) {
+            let pct = v / l * 100.0;
+            rows.push((
+                format!(
+                    "{wl} ≥ 90 % of min(sha256-openssl, disk-write) = {} MB/s",
+                    num(l)
+                ),
+                format!("{} MB/s = {:.0} %", num(v), pct),
+                verdict(pct >= 90.0),
+            ));
+        }
+    }
+    let mut ratio = |wl: &str, subj: &str, pick: Pick, want: f64, what: &str| {
+        if let Some((x, _)) = d.ratio(wl, subj, b, pick) {
+            rows.push((
+                format!("{wl} {what} ≥ {want}× {b}"),
+                format!("{}×", num(x)),
+                verdict(x >= want),
+            ));
+        }
+    };
+    ratio("pull", s, mbps, 1.5, "MB/s");
+    for wl in ["small-push-c8", "small-push-c64"] {
+        ratio(wl, s, opss, 10.0, "blobs/s");
+    }
+    for wl in ["skopeo-push", "skopeo-pull"] {
+        ratio(wl, s, mbps, 2.0, "MB/s");
+    }
+    // The issue's manifest target is with Berth's auth on: the `<subject>-auth` target.
+    let auth = format!("{s}-auth");
+    let (ms, what) = if d.records.iter().any(|r| r.registry == auth) {
+        (auth.as_str(), "req/s, auth on (bearer), vs no auth:")
+    } else {
+        (s, "req/s, auth OFF (no auth target in this run):")
+    };
+    for wl in ["manifest-tag-c64", "manifest-digest-c64"] {
+        ratio(wl, ms, opss, 20.0, what);
+    }
+    let mut below = |wl: &str, subj: &str, pick: Pick, max: f64, what: &str, unit: &str| {
+        if let Some(v) = d.median(wl, subj, pick) {
+            rows.push((
+                format!("{wl}: {what} < {} {unit}", num(max)),
+                format!("{} {unit}", num(v)),
+                verdict(v < max),
+            ));
+        }
+    };
+    for wl in ["manifest-tag-c64", "manifest-digest-c64"] {
+        below(wl, ms, p99, 5.0, &format!("p99 ({ms})"), "ms");
+    }
+    below("push-mono", s, rss_peak_mib, 64.0, "peak RSS", "MiB");
+    below("push-chunked", s, rss_peak_mib, 64.0, "peak RSS", "MiB");
+    below("startup", s, rss_mib, 12.0, "idle RSS", "MiB");
+    below(
+        "startup",
+        s,
+        startup_ms,
+        10.0,
+        "start to first answer",
+        "ms",
+    );
+    for wl in ["catalog-first", "catalog-deep", "tags-first", "tags-deep"] {
+        below(wl, s, p99, 20.0, "p99", "ms");
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "\n### Targets of issue 8 ({s})\n");
+    let _ = writeln!(w, "| target | this run | |");
+    let _ = writeln!(w, "|---|---|---|");
+    for (t, v, ok) in rows {
+        let _ = writeln!(w, "| {t} | {v} | {ok} |");
+    }
+}
+
+/// Workload names known to the report, for `--help`.
+pub fn known() -> String {
+    MACHINE_WORKLOADS
+        .iter()
+        .chain(REGISTRY_WORKLOADS)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(w: &str, reg: &str, round: u32, mbps: f64) -> Record {
+        Record {
+            workload: w.into(),
+            registry: reg.into(),
+            round,
+            mb_per_s: mbps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ratios_are_of_medians_with_paired_ranges() {
+        let rs = vec![
+            rec("pull", "a", 1, 100.0),
+            rec("pull", "a", 2, 300.0),
+            rec("pull", "a", 3, 200.0),
+            rec("pull", "b", 1, 100.0),
+            rec("pull", "b", 2, 100.0),
+            rec("pull", "b", 3, 100.0),
+        ];
+        let d = Data { records: &rs };
+        let (x, range) = d.ratio("pull", "a", "b", mbps).unwrap();
+        assert_eq!(x, 2.0);
+        assert_eq!(range, Some((1.0, 3.0)));
+        let text = render(&rs, "a", "b");
+        assert!(text.contains("| pull | MB/s | 200 (100–300) | 100 | 2.00× (1.00–3.00) | a |"));
+    }
+}
