@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Berth side by side with the CNCF distribution registry on this machine.
 #
-#   bash bench/run.sh              # full run (5 rounds, 1 GiB blob, 100,000 repos): ~15-20 min
+#   bash bench/run.sh              # full run (5 rounds, 1 GiB blob, 100,000 repos): 15-22 min
 #   bash bench/run.sh --quick      # smoke run (2 rounds, small sizes): ~2 min once built
 #
 # Options: --rounds N, --workloads LIST (see `berth-bench list`), --startup-rounds N,

@@ -157,6 +157,15 @@ pub fn num(v: f64) -> String {
     }
 }
 
+/// A ratio; below 0.01 as a fraction (`1/2000`), which stays readable.
+fn ratio_num(x: f64) -> String {
+    if x > 0.0 && x < 0.01 {
+        format!("1/{}", num(1.0 / x))
+    } else {
+        num(x)
+    }
+}
+
 fn show(s: Option<Summary>) -> String {
     s.map(|s| s.show()).unwrap_or_else(|| "–".into())
 }
@@ -167,7 +176,7 @@ fn ratio_cells(r: Option<(f64, Option<(f64, f64)>)>, higher_better: bool) -> (St
         Some((x, range)) => {
             let range = range
                 .filter(|(a, b)| a != b)
-                .map(|(a, b)| format!(" ({}–{})", num(a), num(b)))
+                .map(|(a, b)| format!(" ({}–{})", ratio_num(a), ratio_num(b)))
                 .unwrap_or_default();
             let good = if higher_better { x } else { 1.0 / x };
             let verdict = if (good - 1.0).abs() < 0.03 {
@@ -177,7 +186,7 @@ fn ratio_cells(r: Option<(f64, Option<(f64, f64)>)>, higher_better: bool) -> (St
             } else {
                 "baseline"
             };
-            (format!("{}×{range}", num(x)), verdict.into())
+            (format!("{}×{range}", ratio_num(x)), verdict.into())
         }
     }
 }
@@ -212,9 +221,11 @@ pub fn render(records: &[Record], subject: &str, baseline: &str) -> String {
     if let Some(s) = d.summary("fsync-4k", MACHINE, opss) {
         let _ = writeln!(
             w,
-            "| 4 KiB write + fdatasync, one thread | {} (p99 {} ms) | ops/s |",
-            s.show(),
-            show(d.summary("fsync-4k", MACHINE, p99))
+            "| 4 KiB write + fdatasync, one thread (median p99: {} ms) | {} | ops/s |",
+            d.median("fsync-4k", MACHINE, p99)
+                .map(num)
+                .unwrap_or_else(|| "–".into()),
+            s.show()
         );
     }
 
@@ -536,5 +547,7 @@ mod tests {
         assert_eq!(range, Some((1.0, 3.0)));
         let text = render(&rs, "a", "b");
         assert!(text.contains("| pull | MB/s | 200 (100–300) | 100 | 2.00× (1.00–3.00) | a |"));
+        assert_eq!(ratio_num(0.0005), "1/2000");
+        assert_eq!(ratio_num(0.5), "0.500");
     }
 }
