@@ -78,6 +78,18 @@ def _http_status(url: str) -> int | None:
         return None
 
 
+def stop_server(proc: subprocess.Popen, log) -> None:
+    """SIGTERM a berth started by a fixture (SIGKILL if it hangs) and close its log."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    log.close()
+
+
 def _log_tail(path: Path, limit: int = 20000) -> str:
     try:
         data = path.read_text(errors="replace")
@@ -130,14 +142,7 @@ def registry(tmp_path_factory) -> str:
             time.sleep(0.1)
         yield host
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
+        stop_server(proc, log)
         crashed = proc.returncode not in (0, -15, 143)
         if crashed:
             sys.stderr.write(f"\nberth exited with status {proc.returncode}; log:\n"

@@ -42,6 +42,7 @@ from conftest import (
     make_client_env,
     missing,
     require_binary,
+    stop_server,
 )
 from helpers import new_image_layout, run, run_expect_failure
 
@@ -112,14 +113,7 @@ def auth_registry(tmp_path_factory):
         reg.cli("team", "member", "add", "web", "alice")
         yield reg
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
+        stop_server(proc, log)
         _SERVER_LOG.pop("auth", None)
 
 

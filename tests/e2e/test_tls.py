@@ -45,6 +45,7 @@ from conftest import (
     make_client_env,
     missing,
     require_binary,
+    stop_server,
 )
 from helpers import new_image_layout, run, run_expect_failure
 
@@ -197,14 +198,7 @@ def tls_registry(tmp_path_factory):
         reg.add_user("bob")
         yield reg
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
+        stop_server(proc, log)
         _SERVER_LOG.pop("tls", None)
 
 

@@ -154,8 +154,6 @@ pub trait Metadata: Send + Sync + 'static {
     /// Deletes a tag only. Returns whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 
-    async fn repo_exists(&self, repo: &RepoName) -> Result<bool>;
-
     /// Tags of `repo` in byte order after `last`, at most `n`; `None` if the
     /// repository is unknown.
     async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Option<Page>>;

@@ -299,14 +299,6 @@ impl Metadata for SqliteMetadata {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-            .bind(repo.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(found.is_some())
-    }
-
     async fn tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Option<Page>> {
         let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
             .bind(repo.as_str())
