@@ -18,6 +18,9 @@ pkgs+=(umoci xz-utils openssl)
 # tests/e2e/test_tls.py makes its CA and server certificate with openssl and reads the
 # token challenge over HTTP/2 with curl.
 pkgs+=(curl)
+# tests/e2e/test_ui.py drives the web UI in Debian's headless Chromium (through the
+# playwright package from PyPI, which never downloads a browser of its own).
+pkgs+=(chromium)
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
@@ -52,4 +55,5 @@ skopeo --version
 podman --version
 docker --version
 umoci --version
+chromium --version
 python3 -c 'import oras.version, pytest; print("oras", oras.version.__version__, "/ pytest", pytest.__version__)'

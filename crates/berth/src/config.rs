@@ -92,6 +92,8 @@ pub struct Auth {
     pub service: String,
     /// Lifetime of bearer tokens issued by `/auth/token`.
     pub token_ttl: DurationStr,
+    /// How long a web UI sign-in lasts.
+    pub session_ttl: DurationStr,
 }
 
 impl Default for Auth {
@@ -100,6 +102,7 @@ impl Default for Auth {
             enabled: true,
             service: "berth".into(),
             token_ttl: DurationStr::from("5m"),
+            session_ttl: DurationStr::from("12h"),
         }
     }
 }
@@ -269,6 +272,9 @@ impl Config {
         }
         if self.auth.service.is_empty() || self.auth.service.contains('"') {
             bail!("auth.service must be a non-empty name without quotes");
+        }
+        if self.auth.session_ttl.get() < Duration::from_secs(60) {
+            bail!("auth.session_ttl must be at least 60s");
         }
         if self.auth.token_ttl.get() < Duration::from_secs(10) {
             bail!("auth.token_ttl must be at least 10s");

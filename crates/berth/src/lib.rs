@@ -7,6 +7,7 @@
 //! - [`meta`]: the metadata database (all SQL lives there);
 //! - [`gc`]: online garbage collection;
 //! - [`server`]: listening, graceful shutdown;
+//! - [`web`]: the web UI at `/`;
 //! - [`k8s`]: `berth k8s`, the development registry for Kubernetes;
 //! - [`cli`]: one module per subcommand.
 //!
@@ -23,3 +24,4 @@ pub mod meta;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod web;

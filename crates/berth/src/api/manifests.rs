@@ -143,6 +143,7 @@ pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
         annotations,
         blobs: parsed.required_blobs().map(|d| &d.digest).collect(),
         children: parsed.manifests.iter().map(|d| &d.digest).collect(),
+        pushed_by: ctx.caller.name(),
     };
     match ctx
         .app

@@ -23,7 +23,7 @@ use tracing::Level;
 use crate::app::AppState;
 use crate::auth::Caller;
 
-mod authz;
+pub(crate) mod authz;
 mod blobs;
 mod discovery;
 pub mod error;
@@ -44,6 +44,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v2/{*rest}", any(v2))
         .route("/auth/token", get(token::token).post(token::token))
         .merge(v1::router())
+        .merge(crate::web::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))

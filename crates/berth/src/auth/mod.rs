@@ -183,7 +183,7 @@ impl VerifiedCache {
     }
 }
 
-async fn principal(app: &App, user: &User) -> anyhow::Result<Principal> {
+pub(crate) async fn principal(app: &App, user: &User) -> anyhow::Result<Principal> {
     Ok(Principal {
         id: user.id,
         name: user.name.clone(),

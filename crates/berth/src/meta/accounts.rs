@@ -166,6 +166,24 @@ pub trait Accounts: Send + Sync + 'static {
 
     async fn token_revoke(&self, user: &str, name: &str) -> Result<bool>;
 
+    /// Records a signed-in browser (`id`: hash of the cookie secret) until `expires_at`.
+    /// Expired sessions are purged on the way.
+    async fn session_create(
+        &self,
+        id: &str,
+        user_id: i64,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<()>;
+
+    /// The user of an unexpired session, and its CSRF token.
+    async fn session_get(&self, id: &str) -> Result<Option<(User, String)>>;
+
+    async fn session_delete(&self, id: &str) -> Result<()>;
+
+    /// Signs a user out everywhere but in session `keep` (after a password change).
+    async fn sessions_delete_user(&self, user: &str, keep: Option<&str>) -> Result<()>;
+
     async fn audit(&self, entry: AuditEntry) -> Result<()>;
 
     /// Newest first, entries before `before` (ms), at most `limit`.

@@ -41,6 +41,8 @@ pub struct NewManifest<'a> {
     pub blobs: Vec<&'a Digest>,
     /// Child manifests (of an index): must exist in the repository.
     pub children: Vec<&'a Digest>,
+    /// The account pushing it, recorded with the tag.
+    pub pushed_by: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,10 +88,13 @@ pub struct TagDetail {
     pub name: String,
     pub digest: String,
     pub media_type: String,
-    /// Manifest plus the blobs it references directly (config and layers).
+    /// Manifest plus the blobs it references (config and layers); for an index, plus
+    /// every child manifest with its blobs (a layer shared by two platforms counts twice).
     pub size: u64,
     /// Unix milliseconds.
     pub updated_at: i64,
+    /// The account that pushed the tag there (absent: unknown or authentication off).
+    pub pushed_by: Option<String>,
 }
 
 /// One page of a sorted listing.

@@ -22,3 +22,4 @@ mod metrics;
 mod pull;
 mod push;
 mod tls;
+mod web;

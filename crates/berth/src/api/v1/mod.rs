@@ -2,7 +2,8 @@
 //! repositories, tags and the audit log, under `/api/v1/`.
 //!
 //! Callers authenticate as on `/v2` (HTTP Basic with a password or access token, or a
-//! bearer token). Every permission question goes to the access rule (`auth::acl`):
+//! bearer token), or with the web UI's session cookie (changes then need the session's
+//! CSRF token in `X-CSRF-Token`). Every permission question goes to the access rule (`auth::acl`):
 //! account administration is for admins; a repository the caller may not pull answers
 //! 404, exactly like a missing one. The OpenAPI document at `/api/v1/openapi.json` is
 //! generated from the handlers' annotations ([`ApiDoc`]).
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
@@ -22,12 +23,12 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::app::AppState;
 use crate::auth::{authenticate, AuthError, Caller};
 
-mod audit;
-mod gc;
-mod repositories;
-mod teams;
-mod tokens;
-mod users;
+pub(crate) mod audit;
+pub(crate) mod gc;
+pub(crate) mod repositories;
+pub(crate) mod teams;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -56,6 +57,10 @@ pub fn router() -> Router<AppState> {
             "/api/v1/repositories/{name}/tags/{tag}",
             delete(repositories::remove_tag),
         )
+        .route(
+            "/api/v1/repositories/{name}/manifests/{digest}",
+            delete(repositories::remove_manifest),
+        )
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/gc", axum::routing::post(gc::start))
         .route("/api/v1/gc/runs", get(gc::runs))
@@ -74,6 +79,7 @@ pub fn router() -> Router<AppState> {
         teams::list, teams::create, teams::get, teams::remove, teams::add_member, teams::remove_member,
         tokens::list, tokens::create, tokens::revoke,
         repositories::list, repositories::tags, repositories::remove, repositories::remove_tag,
+        repositories::remove_manifest,
         audit::list,
         gc::start, gc::runs, gc::usage,
     ),
@@ -124,6 +130,8 @@ pub struct ErrorBody {
 pub enum Error {
     Unauthorized,
     Forbidden,
+    /// A change through the UI's session without the session's CSRF token.
+    Csrf,
     NotFound(String),
     Conflict(String),
     BadRequest(String),
@@ -137,45 +145,43 @@ impl From<anyhow::Error> for Error {
     }
 }
 
+impl Error {
+    /// What went wrong, for people.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Unauthorized => "sign in: HTTP Basic or a bearer token".into(),
+            Error::Forbidden => "this needs an administrator".into(),
+            Error::Csrf => {
+                "the form expired or came from another site: reload the page and try again \
+                           (API calls with the UI's session send its token in X-CSRF-Token)"
+                    .into()
+            }
+            Error::NotFound(m) | Error::Conflict(m) | Error::BadRequest(m) => m.clone(),
+            Error::TooManyRequests(d) => format!(
+                "too many failed sign-ins; try again in {} s",
+                crate::api::authz::retry_after_secs(*d)
+            ),
+            Error::Internal(_) => "internal server error".into(),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, code, message) = match self {
-            Error::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "sign in: HTTP Basic or a bearer token".to_string(),
-            ),
-            Error::Forbidden => (
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this needs an administrator".to_string(),
-            ),
-            Error::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
-            Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
-            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
-            Error::TooManyRequests(d) => {
-                let secs = crate::api::authz::retry_after_secs(d);
-                let mut r = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(ErrorBody {
-                        error: "too_many_requests".into(),
-                        message: format!("too many failed logins; try again in {secs} s"),
-                    }),
-                )
-                    .into_response();
-                r.headers_mut().insert("retry-after", secs.into());
-                return r;
-            }
+        let message = self.message();
+        let (status, code) = match &self {
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden | Error::Csrf => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Error::Internal(e) => {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "internal error in the management API"
                 );
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal server error".to_string(),
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
         let mut r = (
@@ -186,11 +192,18 @@ impl IntoResponse for Error {
             }),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Basic realm=\"berth\""),
-            );
+        match self {
+            Error::Unauthorized => {
+                r.headers_mut().insert(
+                    "www-authenticate",
+                    axum::http::HeaderValue::from_static("Basic realm=\"berth\""),
+                );
+            }
+            Error::TooManyRequests(d) => {
+                let secs = crate::api::authz::retry_after_secs(d);
+                r.headers_mut().insert("retry-after", secs.into());
+            }
+            _ => {}
         }
         r
     }
@@ -206,6 +219,19 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
         let client = super::client_ip(parts);
+        if app.config.auth.enabled && !parts.headers.contains_key(header::AUTHORIZATION) {
+            // The UI's session: changes need its CSRF token in a header, which another
+            // site's page can't send.
+            if let Some(s) = crate::web::session::from_cookies(app, &parts.headers).await? {
+                let safe = matches!(parts.method, Method::GET | Method::HEAD);
+                let token = parts.headers.get("x-csrf-token").map(|v| v.as_bytes());
+                if !safe && !token.is_some_and(|t| crate::web::session::same(t, s.csrf.as_bytes()))
+                {
+                    return Err(Error::Csrf);
+                }
+                return Ok(Auth(s.caller, client));
+            }
+        }
         match authenticate(app, &parts.headers, client).await {
             Ok(Caller::Anonymous) | Err(AuthError::BadCredentials) => Err(Error::Unauthorized),
             Ok(c) => Ok(Auth(c, client)),
@@ -276,6 +302,7 @@ mod tests {
             "/api/v1/repositories/{name}",
             "/api/v1/repositories/{name}/tags",
             "/api/v1/repositories/{name}/tags/{tag}",
+            "/api/v1/repositories/{name}/manifests/{digest}",
             "/api/v1/audit",
             "/api/v1/gc",
             "/api/v1/gc/runs",
@@ -286,6 +313,6 @@ mod tests {
                 "{p} missing from the OpenAPI document"
             );
         }
-        assert_eq!(paths.len(), 16);
+        assert_eq!(paths.len(), 17);
     }
 }

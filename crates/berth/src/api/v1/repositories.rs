@@ -52,7 +52,7 @@ pub async fn list(
 
 /// The repository, if the caller may do `action` there; 404 if they may not even
 /// pull (indistinguishable from a missing repository), 403 otherwise.
-fn repo_for(auth: &Auth, name: &str, action: Actions) -> Result<RepoName> {
+pub(crate) fn repo_for(auth: &Auth, name: &str, action: Actions) -> Result<RepoName> {
     let not_found = || Error::NotFound(format!("no repository named {name:?}"));
     let repo: RepoName = name.parse().map_err(|_| not_found())?;
     let permitted = auth.0.permitted(&repo);
@@ -115,6 +115,26 @@ pub async fn remove_tag(
         return Err(missing());
     }
     auth.audit(&app, "delete", &format!("{repo}:{t}"), None)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/repositories/{name}/manifests/{digest}", tag = "repositories",
+    params(("name" = String, Path, description = "repository name, percent-encoded"), ("digest" = String, Path)), responses(
+    (status = 204, description = "the manifest and every tag pointing at it are gone"),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_manifest(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((name, digest)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let repo = repo_for(&auth, &name, Actions::DELETE)?;
+    let missing = || Error::NotFound(format!("{name} has no manifest {digest}"));
+    let d: oci::Digest = digest.parse().map_err(|_| missing())?;
+    if !app.meta.delete_manifest(&repo, &d).await? {
+        return Err(missing());
+    }
+    auth.audit(&app, "delete", &format!("{repo}@{d}"), None)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -388,6 +388,66 @@ impl Accounts for SqliteMetadata {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn session_create(
+        &self,
+        id: &str,
+        user_id: i64,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(csrf)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session_get(&self, id: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.name, a.is_admin, a.created_at, a.last_login_at, s.csrf
+             FROM sessions s JOIN accounts a ON a.id = s.user_id
+             WHERE s.id = ? AND s.expires_at > ? AND a.kind = 'user'",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| (user(&r), r.get("csrf"))))
+    }
+
+    async fn session_delete(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn sessions_delete_user(&self, user: &str, keep: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM accounts WHERE name = ? AND kind = 'user')
+             AND id IS NOT ?",
+        )
+        .bind(user)
+        .bind(keep)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     async fn audit(&self, e: AuditEntry) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, target, detail, client) VALUES (?, ?, ?, ?, ?, ?)",

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0002_accounts.sql"),
     ),
     (3, include_str!("../../../migrations/sqlite/0003_gc.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_web.sql")),
 ];
 
 pub struct SqliteMetadata {

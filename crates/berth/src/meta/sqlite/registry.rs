@@ -224,13 +224,15 @@ impl Metadata for SqliteMetadata {
         }
         if let Some(tag) = tag {
             sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                "INSERT INTO tags (repo_id, name, digest, updated_at, pushed_by) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest,
+                     updated_at = excluded.updated_at, pushed_by = excluded.pushed_by",
             )
             .bind(repo_id)
             .bind(tag.as_str())
             .bind(&digest)
             .bind(now)
+            .bind(m.pushed_by)
             .execute(&mut *tx)
             .await?;
         }
@@ -394,11 +396,22 @@ impl Metadata for SqliteMetadata {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT t.name, t.digest, t.updated_at, m.media_type,
+            "SELECT t.name, t.digest, t.updated_at, t.pushed_by, m.media_type,
                     m.size + COALESCE((SELECT SUM(b.size) FROM manifest_refs mr
                                        JOIN blobs b ON b.digest = mr.child
                                        WHERE mr.repo_id = m.repo_id AND mr.manifest = m.digest
-                                         AND mr.kind = 0), 0) AS size
+                                         AND mr.kind = 0), 0)
+                    -- an index: its child manifests with their blobs
+                    + COALESCE((SELECT SUM(cm.size) FROM manifest_refs c
+                                JOIN manifests cm ON cm.repo_id = c.repo_id AND cm.digest = c.child
+                                WHERE c.repo_id = m.repo_id AND c.manifest = m.digest
+                                  AND c.kind = 1), 0)
+                    + COALESCE((SELECT SUM(b.size) FROM manifest_refs c
+                                JOIN manifest_refs mr ON mr.repo_id = c.repo_id
+                                     AND mr.manifest = c.child AND mr.kind = 0
+                                JOIN blobs b ON b.digest = mr.child
+                                WHERE c.repo_id = m.repo_id AND c.manifest = m.digest
+                                  AND c.kind = 1), 0) AS size
              FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
              WHERE t.repo_id = ? ORDER BY t.name",
         )
@@ -413,6 +426,7 @@ impl Metadata for SqliteMetadata {
                     media_type: r.get("media_type"),
                     size: r.get::<i64, _>("size") as u64,
                     updated_at: r.get("updated_at"),
+                    pushed_by: r.get("pushed_by"),
                 })
                 .collect(),
         ))
