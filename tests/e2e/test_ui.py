@@ -263,7 +263,20 @@ def test_admin_sees_storage_and_runs_the_collector(ui):
     for ns in ("alice", "bob", "web"):
         assert ns in namespaces, namespaces
     assert u.page.locator("figure.chart rect.bar").count() >= 3
+    # A quota set in the form shows in the table and refuses bob's next push.
+    form = u.page.get_by_test_id("quota-form")
+    form.get_by_label("Namespace").fill("bob")
+    form.get_by_label("Quota").fill("1KiB")
+    form.get_by_role("button", name="Set quota").click()
+    assert "The quota of bob is 1.0 KiB now" in u.flash()
+    row = u.page.locator("[data-testid=namespaces] tr", has_text="bob")
+    assert "1.0 KiB" in row.inner_text() and "over" in row.inner_text()
+    status, body = api(u.reg, "POST", "/v2/bob/more/blobs/uploads/", user="bob")
+    assert status == 403 and "quota exceeded" in body["errors"][0]["message"], body
     u.shot("admin-registry")
+    form.get_by_label("Namespace").fill("bob")
+    form.get_by_role("button", name="Set quota").click()
+    assert "bob has no quota now" in u.flash()
     u.page.get_by_label("Dry run (report only)").check()
     u.page.get_by_role("button", name="Run garbage collection now").click()
     assert "dry run" in u.flash().lower()

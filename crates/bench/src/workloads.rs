@@ -56,6 +56,11 @@ pub const REGISTRY_WORKLOADS: &[&str] = &[
     "tags-deep",
     "skopeo-push",
     "skopeo-pull",
+    "ui-images-first",
+    "ui-images-deep",
+    "ui-search",
+    "ui-registry",
+    "ui-repository",
 ];
 
 const CONN_PREFIXES: &[&str] = &[
@@ -191,6 +196,8 @@ struct State {
     image: Option<(String, String, u64)>,
     catalog_seeded: bool,
     tags_seeded: bool,
+    /// Whether the target serves a web UI at `/` (probed once; ui-* skip it if not).
+    ui: Option<bool>,
     /// The image pushed by skopeo: round, repository, bytes, digests.
     skopeo: Option<(u32, String, u64, Vec<String>)>,
 }
@@ -324,6 +331,9 @@ impl Bench {
                     if !only.is_empty() && !only.contains(w) {
                         continue;
                     }
+                    if w.starts_with("ui-") && !self.has_ui(i).await {
+                        continue;
+                    }
                     let r = match self.registry_workload(i, w, round).await {
                         Ok(r) => r,
                         Err(e) => failed(w, &self.targets[i].name.clone(), round, e),
@@ -389,6 +399,8 @@ impl Bench {
             "catalog-first" | "catalog-deep" | "tags-first" | "tags-deep" => {
                 self.listing(i, w, round).await
             }
+            "ui-images-first" | "ui-images-deep" | "ui-search" | "ui-registry"
+            | "ui-repository" => self.ui_page(i, w, round).await,
             "skopeo-push" => self.skopeo_push(i, round).await,
             "skopeo-pull" => self.skopeo_pull(i, round).await,
             _ => match conns_of(w) {
@@ -714,6 +726,75 @@ impl Bench {
             self.states[i].tags_seeded = true;
         }
         Ok(())
+    }
+
+    /// Whether target `i` answers `/` with an HTML page (Berth's UI; not distribution).
+    async fn has_ui(&mut self, i: usize) -> bool {
+        if let Some(ui) = self.states[i].ui {
+            return ui;
+        }
+        let mut c = self.targets[i].conn();
+        let ui = match c.fetch(Method::GET, "/", &[], client::empty()).await {
+            Ok((status, headers, _)) => {
+                status == StatusCode::OK
+                    && headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("text/html"))
+            }
+            Err(_) => false,
+        };
+        self.states[i].ui = Some(ui);
+        ui
+    }
+
+    /// A web UI page over the seeded listings (the registry without authentication:
+    /// every repository is visible, as to an admin). One connection, like the listings.
+    async fn ui_page(&mut self, i: usize, w: &str, round: u32) -> Result<Record> {
+        let path = match w {
+            "ui-repository" => {
+                self.ensure_tags(i).await?;
+                format!("/repositories/{TAGS_REPO}")
+            }
+            _ => {
+                self.ensure_catalog(i).await?;
+                let mid = self.sizes.catalog_repos / 2;
+                match w {
+                    "ui-images-first" => "/".to_string(),
+                    "ui-images-deep" => format!("/?last=cat%2Fr{mid:06}"),
+                    // A substring matching one name in ten thousand: a scan, not a seek.
+                    "ui-search" => format!("/?q=r{:04}", mid / 100),
+                    _ => "/admin".to_string(),
+                }
+            }
+        };
+        let t = &self.targets[i];
+        let mut c = t.conn();
+        let (status, _, body) = c.fetch(Method::GET, &path, &[], client::empty()).await?;
+        if status != StatusCode::OK {
+            bail!("GET {path}: {status}");
+        }
+        let rows = String::from_utf8_lossy(&body)
+            .matches("<tr")
+            .count()
+            .saturating_sub(1);
+        let mut m = Meter::new(t.pid);
+        let p = Arc::new(path.clone());
+        let o = run_workers(t, 1, Stop::For(self.sizes.duration), &mut m, move |c, _| {
+            let p = p.clone();
+            Box::pin(async move { request(c, Method::GET, &p, &[], StatusCode::OK).await })
+        })
+        .await?;
+        let mut r = m.finish_outcome(Record::new(w, &t.name, round, 1), o);
+        r.note.get_or_insert_with(|| {
+            format!(
+                "GET {path}: {} KiB of HTML, {rows} table rows; {} repositories, {} tags seeded",
+                body.len() / 1024,
+                self.sizes.catalog_repos,
+                self.sizes.catalog_tags
+            )
+        });
+        Ok(r)
     }
 
     async fn listing(&mut self, i: usize, w: &str, round: u32) -> Result<Record> {

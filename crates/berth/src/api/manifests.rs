@@ -123,6 +123,7 @@ pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
     // is left for garbage collection; the reverse order could record a manifest whose
     // bytes are missing.
     let size = bytes.len() as u64;
+    ctx.check_quota(&repo, size, Some(&digest)).await?;
     if ctx.app.blobs.stat(&digest).await? != Some(size) {
         let body = futures_util::stream::once(async move { Ok(bytes) }).boxed();
         ctx.app.blobs.put(&digest, body).await?;

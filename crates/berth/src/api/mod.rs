@@ -138,6 +138,42 @@ impl Ctx {
         }
     }
 
+    /// Refuses to let `repo`'s namespace grow by `adding` bytes past its quota (no
+    /// quota: no check). `digest`, when known, is what would be linked: one the
+    /// namespace already holds adds nothing. Checked per request, before the data is
+    /// stored; concurrent pushes can overshoot by what they have in flight.
+    pub async fn check_quota(
+        &self,
+        repo: &oci::RepoName,
+        adding: u64,
+        digest: Option<&oci::Digest>,
+    ) -> Result<(), error::ApiError> {
+        let ns = repo.namespace();
+        let Some(quota) = self.app.gc.quota(ns).await? else {
+            return Ok(());
+        };
+        let (used, has) = self.app.gc.namespace_bytes(ns, digest).await?;
+        if has || used.saturating_add(adding) <= quota {
+            return Ok(());
+        }
+        use crate::web::format::bytes;
+        Err(ErrorCode::Denied
+            .msg(format!(
+                "storage quota exceeded: namespace {ns} uses {} of its {} quota, and this push needs {} more; \
+                 delete images (the next garbage collection frees their space) or ask an administrator for a larger quota",
+                bytes(used),
+                bytes(quota),
+                bytes(adding)
+            ))
+            .into())
+    }
+
+    /// `Content-Length` of the request, if announced.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length")
+            .and_then(|l| l.trim().parse().ok())
+    }
+
     /// Records an audited action of this caller.
     pub async fn audit(&self, action: &str, target: String) {
         let entry = crate::meta::accounts::AuditEntry {

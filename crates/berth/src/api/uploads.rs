@@ -76,10 +76,19 @@ pub async fn start(ctx: Ctx, repo: RepoName) -> ApiResult {
         // Not mountable: the spec asks for an ordinary upload session instead.
     } else if let Some(digest) = query_digest(&ctx, "digest")? {
         // Monolithic upload: the whole blob in this request.
+        ctx.check_quota(&repo, ctx.content_length().unwrap_or(0), Some(&digest))
+            .await?;
         let size = ctx.app.blobs.put(&digest, ctx.take_body()).await?;
+        if ctx.content_length().is_none() {
+            // Streamed without a length: checked now that it is known, before linking
+            // (an unlinked file is garbage collection's to remove).
+            ctx.check_quota(&repo, size, Some(&digest)).await?;
+        }
         ctx.link_blob(&repo, &digest, size).await?;
         return Ok(created(&ctx, &repo, &digest));
     }
+    // A namespace already at its quota gets no new session.
+    ctx.check_quota(&repo, 1, None).await?;
     let id = Uuid::new_v4();
     ctx.app.blobs.upload_start(id).await?;
     ctx.app.meta.upload_create(id, &repo).await?;
@@ -115,6 +124,7 @@ async fn try_mount(
     if ctx.app.blobs.stat(digest).await?.is_none() {
         return Ok(None);
     }
+    ctx.check_quota(repo, size, Some(digest)).await?;
     ctx.link_blob(repo, digest, size).await?;
     Ok(Some(created(ctx, repo, digest)))
 }
@@ -169,11 +179,13 @@ pub async fn status(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
 pub async fn patch(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
     check_session(&ctx, &repo, id).await?;
     let start = chunk_start(&ctx)?;
+    quota_before_chunk(&ctx, &repo, id).await?;
     let size = ctx
         .app
         .blobs
         .upload_append(id, start, ctx.take_body())
         .await?;
+    quota_after_chunk(&ctx, &repo, id, size).await?;
     Ok(session_response(
         &ctx,
         StatusCode::ACCEPTED,
@@ -192,15 +204,55 @@ pub async fn finish(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
     let start = chunk_start(&ctx)?;
     let has_body = ctx.header("content-length").is_none_or(|l| l.trim() != "0");
     if has_body {
+        quota_before_chunk(&ctx, &repo, id).await?;
         ctx.app
             .blobs
             .upload_append(id, start, ctx.take_body())
             .await?;
     }
+    let so_far = ctx.app.blobs.upload_info(id).await?.size;
+    if let Err(e) = ctx.check_quota(&repo, so_far, Some(&digest)).await {
+        cancel_session(&ctx, id).await;
+        return Err(e);
+    }
     let size = ctx.app.blobs.upload_finish(id, &digest).await?;
     ctx.link_blob(&repo, &digest, size).await?;
     ctx.app.meta.upload_delete(id).await?;
     Ok(created(&ctx, &repo, &digest))
+}
+
+/// Before a chunk with a `Content-Length`: refused if the session's bytes plus the
+/// chunk would not fit the namespace's quota (nothing of the chunk is read).
+async fn quota_before_chunk(ctx: &Ctx, repo: &RepoName, id: Uuid) -> Result<(), ApiError> {
+    let Some(len) = ctx.content_length() else {
+        return Ok(());
+    };
+    let so_far = ctx.app.blobs.upload_info(id).await?.size;
+    ctx.check_quota(repo, so_far.saturating_add(len), None)
+        .await
+}
+
+/// After a chunk streamed without a length: a session grown past the quota is
+/// cancelled (its bytes were never a blob), so the overshoot is one chunk at most.
+async fn quota_after_chunk(
+    ctx: &Ctx,
+    repo: &RepoName,
+    id: Uuid,
+    size: u64,
+) -> Result<(), ApiError> {
+    if ctx.content_length().is_some() {
+        return Ok(());
+    }
+    if let Err(e) = ctx.check_quota(repo, size, None).await {
+        cancel_session(ctx, id).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn cancel_session(ctx: &Ctx, id: Uuid) {
+    let _ = ctx.app.blobs.upload_cancel(id).await;
+    let _ = ctx.app.meta.upload_delete(id).await;
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`

@@ -8,6 +8,7 @@ use super::Cli;
 use crate::app::Stores;
 use crate::config::parse_duration;
 use crate::gc::{Collector, Options, Progress};
+use crate::web::format::bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,21 +19,6 @@ pub struct Args {
     /// (default: gc.grace_period).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub grace_period: Option<Duration>,
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
@@ -71,7 +57,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     println!(
         "{verb} {} blobs ({}), {} manifests; {} upload sessions expired",
         report.blobs_deleted,
-        human(report.bytes_freed),
+        bytes(report.bytes_freed),
         report.manifests_deleted,
         report.uploads_expired
     );

@@ -10,6 +10,7 @@ use crate::config::{Config, Overrides};
 
 pub mod gc;
 pub mod k8s;
+pub mod quota;
 pub mod serve;
 pub mod team;
 pub mod token;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Manage access tokens for CI and robots.
     #[command(subcommand)]
     Token(token::Command),
+    /// Storage quotas per namespace.
+    #[command(subcommand)]
+    Quota(quota::Command),
     /// A development registry in the current kube context's cluster (DevSpace's
     /// `localRegistry` settings).
     K8s(k8s::Args),
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,
+        Command::Quota(cmd) => quota::run(&cli, cmd).await,
         Command::K8s(args) => k8s::run(args).await,
     }
 }

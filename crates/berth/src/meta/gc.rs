@@ -58,6 +58,8 @@ pub struct NamespaceUsage {
     pub namespace: String,
     pub bytes: u64,
     pub repositories: u64,
+    /// The namespace's quota in bytes, if an admin set one.
+    pub quota: Option<u64>,
 }
 
 /// Deletes one blob file; `Ok(false)` if it was already gone.
@@ -116,4 +118,18 @@ pub trait GcStore: Send + Sync + 'static {
     async fn gc_forget_upload(&self, id: Uuid) -> Result<()>;
 
     async fn usage(&self) -> Result<Usage>;
+
+    /// Bytes of the distinct blobs and manifests linked in `namespace`, and whether
+    /// `digest` is one of them (linking it again would add nothing).
+    async fn namespace_bytes(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<(u64, bool)>;
+
+    /// The quota of `namespace`, if one is set.
+    async fn quota(&self, namespace: &str) -> Result<Option<u64>>;
+
+    /// Sets (`Some`) or removes (`None`) the quota of `namespace`.
+    async fn quota_set(&self, namespace: &str, bytes: Option<u64>) -> Result<()>;
 }

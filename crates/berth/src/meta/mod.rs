@@ -97,6 +97,33 @@ pub struct TagDetail {
     pub pushed_by: Option<String>,
 }
 
+/// Which tags [`Metadata::tag_details`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct TagFilter<'a> {
+    /// Names after this one.
+    pub last: Option<&'a str>,
+    /// At most this many.
+    pub n: u32,
+    /// Only tags pointing at this manifest digest.
+    pub digest: Option<&'a str>,
+}
+
+impl TagFilter<'_> {
+    /// Every tag.
+    pub const ALL: TagFilter<'static> = TagFilter {
+        last: None,
+        n: u32::MAX,
+        digest: None,
+    };
+}
+
+/// Some tags, and how many match the filter in all (ignoring `last` and `n`).
+#[derive(Debug, Clone)]
+pub struct TagPage {
+    pub tags: Vec<TagDetail>,
+    pub total: u64,
+}
+
 /// One page of a sorted listing.
 pub struct Page {
     pub items: Vec<String>,
@@ -182,8 +209,9 @@ pub trait Metadata: Send + Sync + 'static {
         n: u32,
     ) -> Result<(Vec<RepoSummary>, bool)>;
 
-    /// Tags of a repository with their manifests; `None` if it doesn't exist.
-    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>>;
+    /// Tags of a repository with their manifests, in name order, as `filter` asks;
+    /// `None` if the repository doesn't exist.
+    async fn tag_details(&self, repo: &RepoName, filter: TagFilter<'_>) -> Result<Option<TagPage>>;
 
     /// Deletes a repository with its tags, manifests and blob links. Returns whether it
     /// existed. Blobs are left to garbage collection.

@@ -19,6 +19,9 @@ pub struct NamespaceRow {
     pub name: String,
     pub bytes: String,
     pub repositories: u64,
+    /// "2.0 GiB (45%)", or empty without a quota.
+    pub quota: String,
+    pub over: bool,
     /// Bar length in the chart, 0–100.
     pub bar: u64,
     pub y: usize,
@@ -71,6 +74,19 @@ pub async fn registry(web: Web) -> PageResult {
             name: n.namespace.clone(),
             bytes: bytes(n.bytes),
             repositories: n.repositories,
+            quota: n
+                .quota
+                .map(|q| {
+                    format!(
+                        "{} ({}%)",
+                        bytes(q),
+                        (n.bytes as u128 * 100)
+                            .checked_div(q as u128)
+                            .unwrap_or(100)
+                    )
+                })
+                .unwrap_or_default(),
+            over: n.quota.is_some_and(|q| n.bytes > q),
             bar: (n.bytes * 100).div_ceil(max),
             y: i * 28,
         })
@@ -82,6 +98,8 @@ pub async fn registry(web: Web) -> PageResult {
             name: r.name.clone(),
             bytes: r.bytes.clone(),
             repositories: r.repositories,
+            quota: r.quota.clone(),
+            over: r.over,
             bar: r.bar,
             y: r.y,
         })
@@ -141,6 +159,41 @@ pub async fn gc(web: Web, State(app): State<AppState>, Form(f): Form<GcForm>) ->
         "Garbage collection started. It runs online; refresh to see its result."
     };
     web.outcome(r, "/admin", "/admin", msg)
+}
+
+#[derive(Deserialize)]
+pub struct QuotaForm {
+    csrf: String,
+    namespace: String,
+    /// Empty: remove the quota.
+    #[serde(default)]
+    size: String,
+}
+
+pub async fn quota(web: Web, State(app): State<AppState>, Form(f): Form<QuotaForm>) -> PageResult {
+    web.check_form(&f.csrf)?;
+    let ns = f.namespace.trim().to_string();
+    if f.size.trim().is_empty() {
+        let r = gc::remove_quota(State(app), web.api(), Path(ns.clone())).await;
+        return web.outcome(r, "/admin", "/admin", format!("{ns} has no quota now."));
+    }
+    let size = match crate::config::parse_size(&f.size) {
+        Ok(s) => s,
+        Err(e) => return Ok(web.done("/admin", false, super::sentence(&e))),
+    };
+    let r = gc::set_quota(
+        State(app),
+        web.api(),
+        Path(ns.clone()),
+        Json(gc::QuotaRequest { bytes: size }),
+    )
+    .await;
+    web.outcome(
+        r,
+        "/admin",
+        "/admin",
+        format!("The quota of {ns} is {} now.", bytes(size)),
+    )
 }
 
 pub struct UserRow {

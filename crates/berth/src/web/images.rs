@@ -14,11 +14,12 @@ use super::{Chrome, PageError, PageResult, Web};
 use crate::api::v1::repositories::{self, repo_for};
 use crate::app::{App, AppState};
 use crate::auth::acl::Actions;
+use crate::meta::TagFilter;
 
 const PAGE: u32 = 50;
 const OCI_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_IMAGE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const TAGS_PAGE: usize = 100;
+const TAGS_PAGE: u32 = 100;
 
 /// `/repositories/alice/app` and what follows `/-/`.
 pub fn repo_url(name: &str) -> String {
@@ -159,7 +160,7 @@ struct RepositoryPage {
     name: String,
     url: String,
     tags: Vec<TagRow>,
-    total: usize,
+    total: u64,
     can_delete: bool,
     pull_cmd: String,
     prev: Option<String>,
@@ -168,7 +169,12 @@ struct RepositoryPage {
 
 #[derive(Deserialize)]
 pub struct RepoQuery {
-    page: Option<usize>,
+    /// Tags after this one (keyset pagination).
+    last: Option<String>,
+}
+
+fn no_repository(name: &str) -> crate::api::v1::Error {
+    crate::api::v1::Error::NotFound(format!("no repository named {name:?}"))
 }
 
 pub async fn repository_get(
@@ -181,29 +187,30 @@ pub async fn repository_get(
     let auth = web.api();
     let repo = repo_for(&auth, &name, Actions::PULL)?;
     let can_delete = web.caller.permitted(&repo).contains(Actions::DELETE);
-    let tags =
-        web.app.meta.tag_details(&repo).await?.ok_or_else(|| {
-            crate::api::v1::Error::NotFound(format!("no repository named {name:?}"))
-        })?;
     match target {
         Target::Repository => {}
-        Target::Manifest(d) => return manifest_page(web, repo, tags, &d, can_delete).await,
+        Target::Manifest(d) => return manifest_page(web, repo, &d, can_delete).await,
         Target::DeleteRepository | Target::DeleteManifest(_) | Target::DeleteTag(_) => {
             repo_for(&auth, &name, Actions::DELETE)?;
-            return confirm_page(web, repo, tags, target).await;
+            return confirm_page(web, repo, target).await;
         }
     }
+    let filter = TagFilter {
+        last: q.last.as_deref(),
+        n: TAGS_PAGE + 1,
+        digest: None,
+    };
+    let page = web
+        .app
+        .meta
+        .tag_details(&repo, filter)
+        .await?
+        .ok_or_else(|| no_repository(&name))?;
+    let more = page.tags.len() > TAGS_PAGE as usize;
     let url = repo_url(repo.as_str());
-    let total = tags.len();
-    let pages = total.div_ceil(TAGS_PAGE).max(1);
-    let page_no = q.page.unwrap_or(1).clamp(1, pages);
     let host = web.registry_host().to_string();
     let mut rows = Vec::new();
-    for t in tags
-        .into_iter()
-        .skip((page_no - 1) * TAGS_PAGE)
-        .take(TAGS_PAGE)
-    {
+    for t in page.tags.into_iter().take(TAGS_PAGE as usize) {
         let platforms = if is_index(&t.media_type) {
             index_platforms(&web.app, &t.digest)
                 .await
@@ -225,22 +232,29 @@ pub async fn repository_get(
             name: t.name,
         });
     }
-    let page_url = |n: usize| format!("{url}?page={n}");
-    let page = RepositoryPage {
+    let page_url = |last: &str| {
+        format!(
+            "{url}?{}",
+            serde_urlencoded::to_string([("last", last)]).unwrap_or_default()
+        )
+    };
+    let view = RepositoryPage {
         chrome: web.chrome("images", repo.as_str()),
         pull_cmd: format!(
             "{host}/{repo}:{}",
             rows.first().map(|r| r.name.as_str()).unwrap_or("latest")
         ),
         name: repo.to_string(),
-        url: url.clone(),
+        prev: q.last.is_some().then(|| url.clone()),
+        next: more
+            .then(|| rows.last().map(|r| page_url(&r.name)))
+            .flatten(),
+        url,
         tags: rows,
-        total,
+        total: page.total,
         can_delete,
-        prev: (page_no > 1).then(|| page_url(page_no - 1)),
-        next: (page_no < pages).then(|| page_url(page_no + 1)),
     };
-    Ok(web.page(&page))
+    Ok(web.page(&view))
 }
 
 fn is_index(media_type: &str) -> bool {
@@ -319,13 +333,27 @@ struct ManifestPage {
     delete_url: String,
 }
 
-async fn manifest_page(
-    web: Web,
-    repo: RepoName,
-    tags: Vec<crate::meta::TagDetail>,
+/// The tags pointing at `digest` (at most 1000 shown); 404 if the repository is gone.
+async fn tags_of(
+    web: &Web,
+    repo: &RepoName,
     digest: &str,
-    can_delete: bool,
-) -> PageResult {
+) -> Result<Vec<crate::meta::TagDetail>, PageError> {
+    let filter = TagFilter {
+        last: None,
+        n: 1000,
+        digest: Some(digest),
+    };
+    Ok(web
+        .app
+        .meta
+        .tag_details(repo, filter)
+        .await?
+        .ok_or_else(|| no_repository(repo.as_str()))?
+        .tags)
+}
+
+async fn manifest_page(web: Web, repo: RepoName, digest: &str, can_delete: bool) -> PageResult {
     let missing = || crate::api::v1::Error::NotFound(format!("{repo} has no manifest {digest}"));
     let d: Digest = digest.parse().map_err(|_| missing())?;
     let row = web
@@ -380,14 +408,10 @@ async fn manifest_page(
         })
         .collect();
     let digest_s = d.to_string();
-    let tag_names: Vec<String> = tags
-        .iter()
-        .filter(|t| t.digest == digest_s)
-        .map(|t| t.name.clone())
-        .collect();
+    let tags = tags_of(&web, &repo, &digest_s).await?;
+    let tag_names: Vec<String> = tags.iter().map(|t| t.name.clone()).collect();
     let pushed = tags
         .iter()
-        .filter(|t| t.digest == digest_s)
         .map(|t| t.updated_at)
         .max()
         .map(|t| format!("{} ({})", ago(t), when(t)))
@@ -448,15 +472,22 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-async fn confirm_page(
-    web: Web,
-    repo: RepoName,
-    tags: Vec<crate::meta::TagDetail>,
-    target: Target,
-) -> PageResult {
+async fn confirm_page(web: Web, repo: RepoName, target: Target) -> PageResult {
     let url = repo_url(repo.as_str());
     let (heading, lines, action, button) = match target {
         Target::DeleteRepository => {
+            let count = TagFilter {
+                last: None,
+                n: 0,
+                digest: None,
+            };
+            let tags = web
+                .app
+                .meta
+                .tag_details(&repo, count)
+                .await?
+                .ok_or_else(|| no_repository(repo.as_str()))?
+                .total as usize;
             let namespace = [repo.namespace().to_string()];
             let (list, _) = web
                 .app
@@ -473,7 +504,7 @@ async fn confirm_page(
                 vec![
                     format!(
                         "{} and {} go with it; pulls of {repo} will fail.",
-                        plural(tags.len(), "tag", "tags"),
+                        plural(tags, "tag", "tags"),
                         plural(manifests, "image (manifest)", "images (manifests)")
                     ),
                     "Layers no other repository uses are freed by the next garbage collection."
@@ -484,23 +515,30 @@ async fn confirm_page(
             )
         }
         Target::DeleteTag(tag) => {
-            let t = tags.iter().find(|t| t.name == tag).ok_or_else(|| {
-                crate::api::v1::Error::NotFound(format!("{repo} has no tag {tag:?}"))
-            })?;
-            let others: Vec<&str> = tags
+            let missing = || crate::api::v1::Error::NotFound(format!("{repo} has no tag {tag:?}"));
+            let t: oci::Tag = tag.parse().map_err(|_| missing())?;
+            let m = web
+                .app
+                .meta
+                .manifest_by_tag(&repo, &t)
+                .await?
+                .ok_or_else(missing)?;
+            let digest = m.digest.to_string();
+            let same = tags_of(&web, &repo, &digest).await?;
+            let others: Vec<&str> = same
                 .iter()
-                .filter(|o| o.digest == t.digest && o.name != tag)
+                .filter(|o| o.name != tag)
                 .map(|o| o.name.as_str())
                 .collect();
             let stays = if others.is_empty() {
                 format!(
                     "The image {} stays, untagged: it can still be pulled by digest until garbage collection removes untagged images.",
-                    short_digest(&t.digest)
+                    short_digest(&digest)
                 )
             } else {
                 format!(
                     "The image {} stays, with its other tags: {}.",
-                    short_digest(&t.digest),
+                    short_digest(&digest),
                     others.join(", ")
                 )
             };
@@ -523,11 +561,8 @@ async fn confirm_page(
                     crate::api::v1::Error::NotFound(format!("{repo} has no manifest {digest}"))
                 })?;
             let digest_s = d.to_string();
-            let names: Vec<&str> = tags
-                .iter()
-                .filter(|t| t.digest == digest_s)
-                .map(|t| t.name.as_str())
-                .collect();
+            let same = tags_of(&web, &repo, &digest_s).await?;
+            let names: Vec<&str> = same.iter().map(|t| t.name.as_str()).collect();
             let referrers = web.app.meta.referrers(&repo, &d, None).await?.len();
             let mut lines = vec![if names.is_empty() {
                 "No tag points at it.".to_string()

@@ -24,7 +24,7 @@ use crate::app::AppState;
 mod account;
 mod admin;
 mod assets;
-mod format;
+pub(crate) mod format;
 mod images;
 pub mod session;
 
@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin", get(admin::registry))
         .route("/admin/gc", post(admin::gc))
+        .route("/admin/quota", post(admin::quota))
         .route("/admin/users", get(admin::users).post(admin::user_create))
         .route("/admin/users/{name}", get(admin::user))
         .route(

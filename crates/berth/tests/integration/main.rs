@@ -21,5 +21,6 @@ mod memory;
 mod metrics;
 mod pull;
 mod push;
+mod quota;
 mod tls;
 mod web;

@@ -478,3 +478,43 @@ async fn with_authentication_off_the_ui_is_open_and_still_checks_csrf() {
     let v: serde_json::Value = tags.json().await.unwrap();
     assert!(v["tags"].as_array().is_none_or(|t| t.is_empty()), "{v}");
 }
+
+#[tokio::test]
+async fn a_repository_with_many_tags_is_shown_a_page_at_a_time() {
+    let app = TestApp::start().await;
+    let img = push_image(&app, "many/tags", "t000").await;
+    for i in 1..150 {
+        put_manifest_ok(
+            &app,
+            "many/tags",
+            &format!("t{i:03}"),
+            img.media_type,
+            &img.manifest,
+        )
+        .await;
+    }
+    let client = plain_client();
+    let html = client
+        .get(app.url("/repositories/many/tags"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(html.matches("<tr data-tag=").count(), 100);
+    assert!(html.contains("data-tag=\"t099\"") && !html.contains("data-tag=\"t100\""));
+    assert!(html.contains(">150</span>"), "the total is shown");
+    let next = html.find("?last=t099").expect("a link to the next page");
+    assert!(next > 0);
+    let html = client
+        .get(app.url("/repositories/many/tags?last=t099"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(html.matches("<tr data-tag=").count(), 50);
+    assert!(html.contains("data-tag=\"t100\"") && !html.contains("?last="));
+}

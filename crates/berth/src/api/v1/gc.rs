@@ -1,6 +1,7 @@
-//! `/api/v1/gc` and `/api/v1/usage`: the garbage collector and storage use.
+//! `/api/v1/gc`, `/api/v1/usage` and `/api/v1/quotas`: the garbage collector, storage
+//! use and quotas per namespace.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -67,4 +68,49 @@ pub async fn usage(State(app): State<AppState>, auth: Auth) -> Result<Json<Usage
         usage.blobs = 0;
     }
     Ok(Json(usage))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRequest {
+    /// The most the namespace may store, in bytes (each blob counted once per namespace).
+    pub bytes: u64,
+}
+
+/// A namespace name: what a user or team name may be.
+fn namespace_name(ns: &str) -> Result<()> {
+    crate::auth::check_name("namespace", ns).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+#[utoipa::path(put, path = "/api/v1/quotas/{namespace}", tag = "gc", request_body = QuotaRequest,
+    params(("namespace" = String, Path)), responses(
+    (status = 204, description = "pushes that would take the namespace past this are refused before their data is stored; deleting is always allowed"),
+    (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_quota(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(ns): Path<String>,
+    Json(req): Json<QuotaRequest>,
+) -> Result<StatusCode> {
+    auth.require_admin()?;
+    namespace_name(&ns)?;
+    app.gc.quota_set(&ns, Some(req.bytes)).await?;
+    auth.audit(&app, "quota_set", &ns, Some(req.bytes.to_string()))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/quotas/{namespace}", tag = "gc",
+    params(("namespace" = String, Path)), responses(
+    (status = 204, description = "the namespace has no quota any more"), (status = 403, body = ErrorBody)))]
+pub async fn remove_quota(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(ns): Path<String>,
+) -> Result<StatusCode> {
+    auth.require_admin()?;
+    namespace_name(&ns)?;
+    app.gc.quota_set(&ns, None).await?;
+    auth.audit(&app, "quota_rm", &ns, None).await;
+    Ok(StatusCode::NO_CONTENT)
 }

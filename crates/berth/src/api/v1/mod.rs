@@ -65,6 +65,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/gc", axum::routing::post(gc::start))
         .route("/api/v1/gc/runs", get(gc::runs))
         .route("/api/v1/usage", get(gc::usage))
+        .route(
+            "/api/v1/quotas/{namespace}",
+            put(gc::set_quota).delete(gc::remove_quota),
+        )
 }
 
 #[derive(OpenApi)]
@@ -81,7 +85,7 @@ pub fn router() -> Router<AppState> {
         repositories::list, repositories::tags, repositories::remove, repositories::remove_tag,
         repositories::remove_manifest,
         audit::list,
-        gc::start, gc::runs, gc::usage,
+        gc::start, gc::runs, gc::usage, gc::set_quota, gc::remove_quota,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -307,12 +311,13 @@ mod tests {
             "/api/v1/gc",
             "/api/v1/gc/runs",
             "/api/v1/usage",
+            "/api/v1/quotas/{namespace}",
         ] {
             assert!(
                 paths.contains_key(p),
                 "{p} missing from the OpenAPI document"
             );
         }
-        assert_eq!(paths.len(), 17);
+        assert_eq!(paths.len(), 18);
     }
 }

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Auth, Error, ErrorBody, Result};
 use crate::app::AppState;
 use crate::auth::acl::Actions;
-use crate::meta::{RepoSummary, TagDetail};
+use crate::meta::{RepoSummary, TagDetail, TagFilter};
 
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
@@ -76,10 +76,10 @@ pub async fn tags(
     let repo = repo_for(&auth, &name, Actions::PULL)?;
     let tags = app
         .meta
-        .tag_details(&repo)
+        .tag_details(&repo, TagFilter::ALL)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no repository named {name:?}")))?;
-    Ok(Json(tags))
+    Ok(Json(tags.tags))
 }
 
 #[utoipa::path(delete, path = "/api/v1/repositories/{name}", tag = "repositories",

@@ -204,6 +204,10 @@ impl Accounts for SqliteMetadata {
         .bind(name)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM quotas WHERE namespace = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(repos.rows_affected()))
     }

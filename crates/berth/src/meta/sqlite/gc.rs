@@ -282,7 +282,8 @@ impl GcStore for SqliteMetadata {
             sqlx::query_as("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM blobs")
                 .fetch_one(&self.reader)
                 .await?;
-        // A namespace is the first path component of a repository name.
+        // A namespace is the first path component of a repository name. One pass over
+        // the links, grouped: no per-namespace subquery.
         let rows = sqlx::query(
             "WITH ns AS (
                 SELECT id, CASE WHEN instr(name, '/') > 0 THEN substr(name, 1, instr(name, '/') - 1) ELSE name END AS namespace
@@ -292,11 +293,19 @@ impl GcStore for SqliteMetadata {
                 SELECT ns.namespace, rb.digest FROM repo_blobs rb JOIN ns ON ns.id = rb.repo_id
                 UNION
                 SELECT ns.namespace, m.digest FROM manifests m JOIN ns ON ns.id = m.repo_id
-             )
-             SELECT ns.namespace, COUNT(DISTINCT ns.id) AS repositories,
-                    COALESCE((SELECT SUM(b.size) FROM linked l JOIN blobs b ON b.digest = l.digest
-                              WHERE l.namespace = ns.namespace), 0) AS bytes
-             FROM ns GROUP BY ns.namespace ORDER BY bytes DESC, ns.namespace",
+             ),
+             sizes AS (
+                SELECT l.namespace, SUM(b.size) AS bytes FROM linked l JOIN blobs b ON b.digest = l.digest
+                GROUP BY l.namespace
+             ),
+             counts AS (SELECT namespace, COUNT(*) AS repositories FROM ns GROUP BY namespace)
+             SELECT c.namespace, c.repositories, COALESCE(s.bytes, 0) AS bytes, q.bytes AS quota
+             FROM counts c LEFT JOIN sizes s ON s.namespace = c.namespace
+                           LEFT JOIN quotas q ON q.namespace = c.namespace
+             UNION ALL
+             SELECT q.namespace, 0, 0, q.bytes FROM quotas q
+             WHERE NOT EXISTS (SELECT 1 FROM counts c WHERE c.namespace = q.namespace)
+             ORDER BY bytes DESC, 1",
         )
         .fetch_all(&self.reader)
         .await?;
@@ -309,8 +318,69 @@ impl GcStore for SqliteMetadata {
                     namespace: r.get("namespace"),
                     bytes: r.get::<i64, _>("bytes") as u64,
                     repositories: r.get::<i64, _>("repositories") as u64,
+                    quota: r.get::<Option<i64>, _>("quota").map(|q| q as u64),
                 })
                 .collect(),
         })
+    }
+
+    async fn namespace_bytes(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<(u64, bool)> {
+        // The namespace: the repository named exactly `namespace` and everything under
+        // `namespace/` ('0' is the character after '/'), a range on the name's index.
+        let row = sqlx::query(
+            "WITH repos AS (
+                SELECT id FROM repositories WHERE name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0')
+             ),
+             linked AS (
+                SELECT rb.digest FROM repo_blobs rb WHERE rb.repo_id IN (SELECT id FROM repos)
+                UNION
+                SELECT m.digest FROM manifests m WHERE m.repo_id IN (SELECT id FROM repos)
+             )
+             SELECT COALESCE((SELECT SUM(b.size) FROM linked l JOIN blobs b ON b.digest = l.digest), 0) AS bytes,
+                    EXISTS (SELECT 1 FROM linked WHERE digest = ?2) AS has",
+        )
+        .bind(namespace)
+        .bind(digest.map(|d| d.to_string()))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((
+            row.get::<i64, _>("bytes") as u64,
+            row.get::<i64, _>("has") != 0,
+        ))
+    }
+
+    async fn quota(&self, namespace: &str) -> Result<Option<u64>> {
+        let q: Option<i64> = sqlx::query_scalar("SELECT bytes FROM quotas WHERE namespace = ?")
+            .bind(namespace)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(q.map(|q| q as u64))
+    }
+
+    async fn quota_set(&self, namespace: &str, bytes: Option<u64>) -> Result<()> {
+        match bytes {
+            Some(b) => {
+                sqlx::query(
+                    "INSERT INTO quotas (namespace, bytes, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (namespace) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+                )
+                .bind(namespace)
+                .bind(i64::try_from(b).unwrap_or(i64::MAX))
+                .bind(now_ms())
+                .execute(&self.writer)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM quotas WHERE namespace = ?")
+                    .bind(namespace)
+                    .execute(&self.writer)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (3, include_str!("../../../migrations/sqlite/0003_gc.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_web.sql")),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_quotas.sql"),
+    ),
 ];
 
 pub struct SqliteMetadata {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::SqliteMetadata;
 use crate::meta::{
     now_ms, Linked, ManifestRow, Metadata, NewManifest, Page, Presence, PutManifest, Referrer,
-    RepoSummary, Result, TagDetail,
+    RepoSummary, Result, TagDetail, TagFilter, TagPage,
 };
 
 async fn repo_id_or_create(conn: &mut SqliteConnection, repo: &RepoName) -> Result<i64> {
@@ -387,7 +387,7 @@ impl Metadata for SqliteMetadata {
         Ok((items, more))
     }
 
-    async fn tag_details(&self, repo: &RepoName) -> Result<Option<Vec<TagDetail>>> {
+    async fn tag_details(&self, repo: &RepoName, filter: TagFilter<'_>) -> Result<Option<TagPage>> {
         let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
             .bind(repo.as_str())
             .fetch_optional(&self.reader)
@@ -413,13 +413,26 @@ impl Metadata for SqliteMetadata {
                                 WHERE c.repo_id = m.repo_id AND c.manifest = m.digest
                                   AND c.kind = 1), 0) AS size
              FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
-             WHERE t.repo_id = ? ORDER BY t.name",
+             WHERE t.repo_id = ?1 AND (?2 IS NULL OR t.name > ?2) AND (?3 IS NULL OR t.digest = ?3)
+             ORDER BY t.name LIMIT ?4",
         )
         .bind(repo_id)
+        .bind(filter.last)
+        .bind(filter.digest)
+        .bind(i64::from(filter.n))
         .fetch_all(&self.reader)
         .await?;
-        Ok(Some(
-            rows.iter()
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tags WHERE repo_id = ?1 AND (?2 IS NULL OR digest = ?2)",
+        )
+        .bind(repo_id)
+        .bind(filter.digest)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(Some(TagPage {
+            total: total as u64,
+            tags: rows
+                .iter()
                 .map(|r| TagDetail {
                     name: r.get("name"),
                     digest: r.get("digest"),
@@ -429,7 +442,7 @@ impl Metadata for SqliteMetadata {
                     pushed_by: r.get("pushed_by"),
                 })
                 .collect(),
-        ))
+        }))
     }
 
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
