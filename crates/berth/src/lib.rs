@@ -5,7 +5,7 @@
 //! - [`api`]: HTTP — `/v2` (OCI Distribution), `/auth/token`, health;
 //! - [`auth`]: who is calling, and the access rule;
 //! - [`meta`]: the metadata database (all SQL lives there);
-//! - [`gc`]: online garbage collection;
+//! - [`gc`]: online garbage collection; [`fsck`]: consistency checks;
 //! - [`server`]: listening, graceful shutdown;
 //! - [`web`]: the web UI at `/`;
 //! - [`k8s`]: `berth k8s`, the development registry for Kubernetes;
@@ -18,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fsck;
 pub mod gc;
 pub mod k8s;
 pub mod meta;

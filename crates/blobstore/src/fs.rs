@@ -195,6 +195,28 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn quarantine(&self, digest: &Digest) -> Result<bool> {
+        let dir = self.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir).await?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let to = dir.join(format!(
+            "{}-{}.{stamp}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ));
+        match tokio::fs::rename(self.blob_path(digest), &to).await {
+            Ok(()) => {
+                blocking(move || std::fs::File::open(&dir)?.sync_all()).await?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn list(&self) -> Result<Vec<BlobInfo>> {
         let root = self.root.join("blobs");
         blocking(move || {
@@ -376,6 +398,24 @@ mod tests {
             .into_iter()
             .flat_map(|c| c.unwrap().to_vec())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn quarantine_takes_a_blob_out_of_service_and_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsBlobStore::open(dir.path()).unwrap();
+        let data: &'static [u8] = b"bytes to look at later";
+        let d = Digest::sha256_of(data);
+        s.put(&d, body(&[data])).await.unwrap();
+        assert!(s.quarantine(&d).await.unwrap());
+        assert_eq!(s.stat(&d).await.unwrap(), None);
+        assert!(s.list().await.unwrap().is_empty());
+        let kept: Vec<_> = std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(kept, vec![data.to_vec()]);
+        assert!(!s.quarantine(&d).await.unwrap(), "already gone");
     }
 
     #[tokio::test]

@@ -76,6 +76,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a blob. Returns whether it existed.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
 
+    /// Takes a blob out of service (fsck --repair): it is never served again but kept,
+    /// outside the store's namespace, for a person to inspect. Returns whether it
+    /// existed.
+    async fn quarantine(&self, digest: &Digest) -> Result<bool>;
+
     /// Every stored blob (for garbage collection and fsck).
     async fn list(&self) -> Result<Vec<BlobInfo>>;
 

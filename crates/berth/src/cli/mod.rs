@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 
+pub mod fsck;
 pub mod gc;
 pub mod k8s;
 pub mod quota;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Collect garbage now: unreferenced blobs, (by policy) unreachable manifests,
     /// abandoned uploads. Safe while the server runs.
     Gc(gc::Args),
+    /// Verify every blob's digest and size and every reference in the metadata.
+    Fsck(fsck::Args),
     /// Manage users (a user owns the namespace of their name).
     #[command(subcommand)]
     User(user::Command),
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => serve::run(&cli, args).await,
         Command::Gc(args) => gc::run(&cli, args).await,
+        Command::Fsck(args) => fsck::run(&cli, args).await,
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,

@@ -62,6 +62,16 @@ pub struct NamespaceUsage {
     pub quota: Option<u64>,
 }
 
+/// A manifest's reference to something the registry lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DanglingRef {
+    pub repo: String,
+    pub manifest: String,
+    pub child: String,
+    /// A child manifest (of an index) rather than a blob.
+    pub is_manifest: bool,
+}
+
 /// Deletes one blob file; `Ok(false)` if it was already gone.
 pub type DeleteFile<'a> =
     &'a (dyn Fn(Digest) -> BoxFuture<'static, anyhow::Result<bool>> + Send + Sync);
@@ -126,6 +136,26 @@ pub trait GcStore: Send + Sync + 'static {
         namespace: &str,
         digest: Option<&Digest>,
     ) -> Result<(u64, bool)>;
+
+    /// Blob rows in digest order after `after`, at most `n` (fsck's scan).
+    async fn fsck_blob_rows(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>>;
+
+    /// References recorded for manifests whose target the registry lacks: a config or
+    /// layer with no blob row, or a child manifest not in the repository.
+    async fn fsck_dangling_refs(&self) -> Result<Vec<DanglingRef>>;
+
+    /// What a broken blob breaks: `repo@manifest` (with its tags) for each manifest
+    /// whose bytes it is or that references it, directly or through an index.
+    async fn fsck_users_of(&self, digest: &Digest) -> Result<Vec<String>>;
+
+    /// fsck --repair: forgets a blob whose file is missing or corrupt (its links, and
+    /// the manifests whose bytes it is, with their tags), so clients push it again.
+    async fn fsck_forget_blob(&self, digest: &Digest) -> Result<()>;
+
+    /// fsck --repair: deletes manifests with dangling references (and their tags),
+    /// repeatedly, since an index whose child went is dangling in turn. Returns
+    /// `repo@manifest (tags: …)` of each.
+    async fn fsck_drop_dangling(&self) -> Result<Vec<String>>;
 
     /// The quota of `namespace`, if one is set.
     async fn quota(&self, namespace: &str) -> Result<Option<u64>>;

@@ -14,6 +14,7 @@ mod auth;
 mod discovery;
 mod durability;
 mod errors;
+mod fsck;
 mod gc;
 mod k8s;
 mod management;

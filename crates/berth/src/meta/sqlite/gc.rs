@@ -10,7 +10,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::SqliteMetadata;
-use crate::meta::gc::{DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Usage};
+use crate::meta::gc::{DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Usage};
 use crate::meta::{now_ms, Result};
 
 /// Manifests a tag reaches, per repository: tagged ones, children of reachable
@@ -351,6 +351,136 @@ impl GcStore for SqliteMetadata {
             row.get::<i64, _>("bytes") as u64,
             row.get::<i64, _>("has") != 0,
         ))
+    }
+
+    async fn fsck_blob_rows(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs WHERE (?1 IS NULL OR digest > ?1) ORDER BY digest LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(n))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let d: String = r.get("digest");
+                Ok((
+                    Digest::from_str(&d).with_context(|| format!("blob row {d:?}"))?,
+                    r.get::<i64, _>("size") as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn fsck_dangling_refs(&self) -> Result<Vec<DanglingRef>> {
+        let rows = sqlx::query(
+            "SELECT r.name AS repo, mr.manifest, mr.child, mr.kind FROM manifest_refs mr
+             JOIN repositories r ON r.id = mr.repo_id
+             WHERE (mr.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = mr.child))
+                OR (mr.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m
+                                                WHERE m.repo_id = mr.repo_id AND m.digest = mr.child))
+             ORDER BY r.name, mr.manifest, mr.child",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DanglingRef {
+                repo: r.get("repo"),
+                manifest: r.get("manifest"),
+                child: r.get("child"),
+                is_manifest: r.get::<i64, _>("kind") == 1,
+            })
+            .collect())
+    }
+
+    async fn fsck_users_of(&self, digest: &Digest) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "WITH direct AS (
+                SELECT repo_id, digest AS manifest FROM manifests WHERE digest = ?1
+                UNION
+                SELECT repo_id, manifest FROM manifest_refs WHERE child = ?1
+             ),
+             users AS (
+                SELECT repo_id, manifest FROM direct
+                UNION
+                SELECT mr.repo_id, mr.manifest FROM manifest_refs mr
+                JOIN direct d ON d.repo_id = mr.repo_id AND mr.child = d.manifest AND mr.kind = 1
+             )
+             SELECT r.name AS repo, u.manifest,
+                    (SELECT group_concat(t.name, ', ') FROM tags t
+                     WHERE t.repo_id = u.repo_id AND t.digest = u.manifest) AS tags
+             FROM users u JOIN repositories r ON r.id = u.repo_id
+             ORDER BY r.name, u.manifest LIMIT 1000",
+        )
+        .bind(digest.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let repo: String = r.get("repo");
+                let m: String = r.get("manifest");
+                match r.get::<Option<String>, _>("tags") {
+                    Some(t) => format!("{repo}@{m} (tags: {t})"),
+                    None => format!("{repo}@{m} (untagged)"),
+                }
+            })
+            .collect())
+    }
+
+    async fn fsck_forget_blob(&self, digest: &Digest) -> Result<()> {
+        let d = digest.to_string();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // Manifests whose own bytes are this blob go, with their tags and references.
+        sqlx::query("DELETE FROM manifests WHERE digest = ?")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM repo_blobs WHERE digest = ?")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM blobs WHERE digest = ?")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fsck_drop_dangling(&self) -> Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        loop {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query(
+                "SELECT DISTINCT mr.repo_id, r.name AS repo, mr.manifest,
+                        (SELECT group_concat(t.name, ', ') FROM tags t
+                         WHERE t.repo_id = mr.repo_id AND t.digest = mr.manifest) AS tags
+                 FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+                 WHERE (mr.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = mr.child))
+                    OR (mr.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m
+                                                    WHERE m.repo_id = mr.repo_id AND m.digest = mr.child))",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                return Ok(dropped);
+            }
+            for r in &rows {
+                sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
+                    .bind(r.get::<i64, _>("repo_id"))
+                    .bind(r.get::<String, _>("manifest"))
+                    .execute(&mut *tx)
+                    .await?;
+                let (repo, m): (String, String) = (r.get("repo"), r.get("manifest"));
+                dropped.push(match r.get::<Option<String>, _>("tags") {
+                    Some(t) => format!("{repo}@{m} (tags: {t})"),
+                    None => format!("{repo}@{m} (untagged)"),
+                });
+            }
+            tx.commit().await?;
+        }
     }
 
     async fn quota(&self, namespace: &str) -> Result<Option<u64>> {
