@@ -21,6 +21,9 @@ pkgs+=(curl)
 # tests/e2e/test_ui.py drives the web UI in Debian's headless Chromium (through the
 # playwright package from PyPI, which never downloads a browser of its own).
 pkgs+=(chromium)
+# tests/e2e/test_import.py fills a real CNCF distribution registry
+# (../shared/peers/distribution.sh) and imports its storage directory.
+pkgs+=(docker-registry)
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done

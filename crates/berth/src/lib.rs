@@ -5,7 +5,8 @@
 //! - [`api`]: HTTP — `/v2` (OCI Distribution), `/auth/token`, health;
 //! - [`auth`]: who is calling, and the access rule;
 //! - [`meta`]: the metadata database (all SQL lives there);
-//! - [`gc`]: online garbage collection; [`fsck`]: consistency checks;
+//! - [`gc`]: online garbage collection; [`fsck`]: consistency checks; [`import`]:
+//!   `berth import-distribution`;
 //! - [`server`]: listening, graceful shutdown;
 //! - [`web`]: the web UI at `/`;
 //! - [`k8s`]: `berth k8s`, the development registry for Kubernetes;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod fsck;
 pub mod gc;
+pub mod import;
 pub mod k8s;
 pub mod meta;
 pub mod server;

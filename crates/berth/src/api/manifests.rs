@@ -98,6 +98,32 @@ async fn read_limited(ctx: &Ctx, limit: u64) -> Result<Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
+/// What the metadata records of a parsed manifest stored as `digest`.
+pub(crate) fn record<'a>(
+    parsed: &'a oci::ParsedManifest,
+    digest: &'a Digest,
+    size: u64,
+    pushed_by: Option<&'a str>,
+) -> anyhow::Result<NewManifest<'a>> {
+    let annotations = parsed
+        .annotations
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .map(serde_json::to_string)
+        .transpose()?;
+    Ok(NewManifest {
+        digest,
+        media_type: &parsed.media_type,
+        size,
+        artifact_type: parsed.artifact_type.as_deref(),
+        subject: parsed.subject.as_ref().map(|s| &s.digest),
+        annotations,
+        blobs: parsed.required_blobs().map(|d| &d.digest).collect(),
+        children: parsed.manifests.iter().map(|d| &d.digest).collect(),
+        pushed_by,
+    })
+}
+
 pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
     let bytes = read_limited(&ctx, ctx.app.config.limits.manifest_max_bytes).await?;
     let parsed = oci::manifest::parse(&bytes, ctx.header("content-type"))?;
@@ -128,24 +154,7 @@ pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
         let body = futures_util::stream::once(async move { Ok(bytes) }).boxed();
         ctx.app.blobs.put(&digest, body).await?;
     }
-    let annotations = parsed
-        .annotations
-        .as_ref()
-        .filter(|a| !a.is_empty())
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(anyhow::Error::from)?;
-    let new = NewManifest {
-        digest: &digest,
-        media_type: &parsed.media_type,
-        size,
-        artifact_type: parsed.artifact_type.as_deref(),
-        subject: parsed.subject.as_ref().map(|s| &s.digest),
-        annotations,
-        blobs: parsed.required_blobs().map(|d| &d.digest).collect(),
-        children: parsed.manifests.iter().map(|d| &d.digest).collect(),
-        pushed_by: ctx.caller.name(),
-    };
+    let new = record(&parsed, &digest, size, ctx.caller.name())?;
     match ctx
         .app
         .meta

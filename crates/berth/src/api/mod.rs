@@ -27,7 +27,7 @@ pub(crate) mod authz;
 mod blobs;
 mod discovery;
 pub mod error;
-mod manifests;
+pub(crate) mod manifests;
 pub mod metrics;
 pub mod route;
 mod token;

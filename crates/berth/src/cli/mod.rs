@@ -10,6 +10,7 @@ use crate::config::{Config, Overrides};
 
 pub mod fsck;
 pub mod gc;
+pub mod import;
 pub mod k8s;
 pub mod quota;
 pub mod serve;
@@ -41,6 +42,8 @@ pub enum Command {
     Gc(gc::Args),
     /// Verify every blob's digest and size and every reference in the metadata.
     Fsck(fsck::Args),
+    /// Import a registry:2 (CNCF distribution) filesystem storage directory.
+    ImportDistribution(import::Args),
     /// Manage users (a user owns the namespace of their name).
     #[command(subcommand)]
     User(user::Command),
@@ -76,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&cli, args).await,
         Command::Gc(args) => gc::run(&cli, args).await,
         Command::Fsck(args) => fsck::run(&cli, args).await,
+        Command::ImportDistribution(args) => import::run(&cli, args).await,
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,
