@@ -8,6 +8,7 @@ use super::Cli;
 use crate::app::Stores;
 use crate::config::parse_duration;
 use crate::gc::{Collector, Options, Progress};
+use crate::meta::gc::Retained;
 use crate::web::format::bytes;
 
 #[derive(Debug, clap::Args)]
@@ -36,9 +37,25 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         trigger: "cli",
     };
     let tty = std::io::stderr().is_terminal();
+    let dry_run = args.dry_run;
     let progress = move |p: Progress| {
         let mut err = std::io::stderr();
         let _ = match p {
+            Progress::Retained(r) => {
+                // What the retention rules delete goes to stdout: it is the answer of a
+                // dry run.
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                if tty {
+                    let _ = write!(err, "\r\x1b[2K");
+                }
+                match r {
+                    Retained::Tag { repo, tag } => println!("retention: {verb} tag {repo}:{tag}"),
+                    Retained::Manifest { repo, digest } => {
+                        println!("retention: {verb} untagged image {repo}@{digest}")
+                    }
+                }
+                Ok(())
+            }
             Progress::Phase(phase) if tty => write!(err, "\r\x1b[2K{phase}…"),
             Progress::Phase(phase) => writeln!(err, "{phase}"),
             Progress::Blobs { done, total } if tty => write!(err, "\r\x1b[2Kblobs: {done}/{total}"),
@@ -55,10 +72,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         "deleted"
     };
     println!(
-        "{verb} {} blobs ({}), {} manifests; {} upload sessions expired",
+        "{verb} {} blobs ({}), {} manifests, {} tags; {} upload sessions expired",
         report.blobs_deleted,
         bytes(report.bytes_freed),
         report.manifests_deleted,
+        report.tags_deleted,
         report.uploads_expired
     );
     Ok(())

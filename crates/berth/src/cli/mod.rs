@@ -13,6 +13,7 @@ pub mod gc;
 pub mod import;
 pub mod k8s;
 pub mod quota;
+pub mod retention;
 pub mod serve;
 pub mod team;
 pub mod token;
@@ -56,6 +57,10 @@ pub enum Command {
     /// Storage quotas per namespace.
     #[command(subcommand)]
     Quota(quota::Command),
+    /// Cleanup rules the garbage collector applies (keep the newest N tags, delete old
+    /// untagged images).
+    #[command(subcommand)]
+    Retention(retention::Command),
     /// A development registry in the current kube context's cluster (DevSpace's
     /// `localRegistry` settings).
     K8s(k8s::Args),
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,
         Command::Quota(cmd) => quota::run(&cli, cmd).await,
+        Command::Retention(cmd) => retention::run(&cli, cmd).await,
         Command::K8s(args) => k8s::run(args).await,
     }
 }

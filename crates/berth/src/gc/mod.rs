@@ -2,7 +2,9 @@
 //!
 //! A run, holding the collector lease (one collector at a time, across processes):
 //! 1. expire upload sessions older than `gc.upload_expiry`;
-//! 2. with `gc.untagged = "delete"`, delete manifests no tag reaches (directly, through
+//! 2. apply the retention rules (keep the newest N tags matching a pattern, delete
+//!    untagged manifests older than N days), then, with `gc.untagged = "delete"`,
+//!    delete manifests no tag reaches (directly, through
 //!    an index, or as a referrer of a reachable manifest) that are older than the
 //!    grace period;
 //! 3. tombstone blobs nothing references and nothing recorded within the grace period
@@ -54,7 +56,12 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub enum Progress {
     Phase(&'static str),
-    Blobs { done: u64, total: u64 },
+    Blobs {
+        done: u64,
+        total: u64,
+    },
+    /// A tag or manifest a retention rule deletes (or would, in a dry run).
+    Retained(crate::meta::gc::Retained),
 }
 
 pub struct Collector {
@@ -92,6 +99,44 @@ impl Collector {
         result.map(|()| report)
     }
 
+    /// Retention rules, in the order they were added: tag limits first (their
+    /// manifests then become untagged), then untagged limits. In a dry run, manifests
+    /// that the rules' tag deletions would leave untagged are counted by the next run.
+    async fn retention(
+        &self,
+        cutoff: i64,
+        now: i64,
+        dry_run: bool,
+        report: &mut GcReport,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> anyhow::Result<()> {
+        use crate::meta::gc::Retained;
+        let rules = self.meta.retention_rules().await?;
+        for rule in &rules {
+            for r in self.meta.retention_tags(rule, cutoff, dry_run).await? {
+                report.tags_deleted += 1;
+                progress(Progress::Retained(r));
+            }
+        }
+        for rule in &rules {
+            let Some(days) = rule.untagged_days else {
+                continue;
+            };
+            let older_than = (now - i64::from(days) * 86_400_000).min(cutoff);
+            for r in self
+                .meta
+                .retention_untagged(rule, older_than, dry_run)
+                .await?
+            {
+                if matches!(r, Retained::Manifest { .. }) {
+                    report.manifests_deleted += 1;
+                }
+                progress(Progress::Retained(r));
+            }
+        }
+        Ok(())
+    }
+
     async fn renew(&self, holder: &str) -> anyhow::Result<()> {
         if !self.meta.gc_lease(holder, LEASE_MS).await? {
             bail!("lost the collector lease (the run took too long between renewals)");
@@ -122,9 +167,14 @@ impl Collector {
             self.blobs.clean_temporary(idle).await?;
         }
 
+        progress(Progress::Phase("applying retention rules"));
+        self.retention(cutoff, now, opts.dry_run, report, progress)
+            .await?;
+        self.renew(holder).await?;
+
         if opts.untagged == Untagged::Delete {
             progress(Progress::Phase("deleting unreachable manifests"));
-            report.manifests_deleted = self
+            report.manifests_deleted += self
                 .meta
                 .gc_delete_unreachable_manifests(cutoff, opts.dry_run)
                 .await?;

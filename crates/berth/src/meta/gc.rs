@@ -21,6 +21,9 @@ use super::Result;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GcReport {
+    /// Tags deleted by retention rules.
+    #[serde(default)]
+    pub tags_deleted: u64,
     pub manifests_deleted: u64,
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
@@ -60,6 +63,50 @@ pub struct NamespaceUsage {
     pub repositories: u64,
     /// The namespace's quota in bytes, if an admin set one.
     pub quota: Option<u64>,
+}
+
+/// A retention rule: for repositories matching `repositories`, keep only the newest
+/// `keep_tags` tags matching `tags`, and delete untagged manifests older than
+/// `untagged_days`. Patterns are globs: `*` is any run of characters (`/` included),
+/// `?` one character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RetentionRule {
+    #[serde(default)]
+    pub id: i64,
+    pub repositories: String,
+    #[serde(default = "any")]
+    pub tags: String,
+    pub keep_tags: Option<u32>,
+    pub untagged_days: Option<u32>,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+impl RetentionRule {
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 255
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/:*?".contains(c))
+        };
+        if !ok(&self.repositories) || !ok(&self.tags) {
+            return Err("patterns use letters, digits, . _ - / : and the wildcards * and ?".into());
+        }
+        if self.keep_tags.is_none() && self.untagged_days.is_none() {
+            return Err("a rule needs keep_tags, untagged_days or both".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a retention rule deletes (or would, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retained {
+    Tag { repo: String, tag: String },
+    Manifest { repo: String, digest: String },
 }
 
 /// A manifest's reference to something the registry lacks.
@@ -156,6 +203,32 @@ pub trait GcStore: Send + Sync + 'static {
     /// repeatedly, since an index whose child went is dangling in turn. Returns
     /// `repo@manifest (tags: …)` of each.
     async fn fsck_drop_dangling(&self) -> Result<Vec<String>>;
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>>;
+
+    /// Stores a rule; its id.
+    async fn retention_add(&self, rule: &RetentionRule) -> Result<i64>;
+
+    async fn retention_remove(&self, id: i64) -> Result<bool>;
+
+    /// Applies `rule`'s tag limit: deletes (unless `dry_run`) tags beyond the newest
+    /// `keep_tags` matching ones per repository, sparing tags moved after `cutoff`.
+    async fn retention_tags(
+        &self,
+        rule: &RetentionRule,
+        cutoff: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Retained>>;
+
+    /// Applies `rule`'s untagged limit: deletes manifests no tag reaches (as
+    /// [`GcStore::gc_delete_unreachable_manifests`] decides) in matching repositories,
+    /// recorded before `older_than`.
+    async fn retention_untagged(
+        &self,
+        rule: &RetentionRule,
+        older_than: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Retained>>;
 
     /// The quota of `namespace`, if one is set.
     async fn quota(&self, namespace: &str) -> Result<Option<u64>>;

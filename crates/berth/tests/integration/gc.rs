@@ -9,7 +9,7 @@ use crate::common::TestApp;
 use crate::helpers::*;
 
 /// Runs `berth gc ARGS…` against the app's data directory while the server runs.
-fn gc(app: &TestApp, args: &[&str]) -> String {
+pub(crate) fn gc(app: &TestApp, args: &[&str]) -> String {
     gc_with(app, &[], args)
 }
 

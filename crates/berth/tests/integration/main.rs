@@ -23,5 +23,6 @@ mod metrics;
 mod pull;
 mod push;
 mod quota;
+mod retention;
 mod tls;
 mod web;

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{Auth, Error, ErrorBody, Result};
 use crate::app::AppState;
-use crate::meta::gc::{GcRun, Usage};
+use crate::meta::gc::{GcRun, RetentionRule, Usage};
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -112,5 +112,53 @@ pub async fn remove_quota(
     namespace_name(&ns)?;
     app.gc.quota_set(&ns, None).await?;
     auth.audit(&app, "quota_rm", &ns, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/retention", tag = "gc", responses(
+    (status = 200, body = Vec<RetentionRule>, description = "the rules the collector applies, oldest first"),
+    (status = 403, body = ErrorBody)))]
+pub async fn retention_list(
+    State(app): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Vec<RetentionRule>>> {
+    auth.require_admin()?;
+    Ok(Json(app.gc.retention_rules().await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/retention", tag = "gc", request_body = RetentionRule, responses(
+    (status = 201, body = RetentionRule, description = "applied from the next collection on; POST /api/v1/gc with dry_run previews it"),
+    (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn retention_add(
+    State(app): State<AppState>,
+    auth: Auth,
+    Json(mut rule): Json<RetentionRule>,
+) -> Result<(StatusCode, Json<RetentionRule>)> {
+    auth.require_admin()?;
+    rule.check().map_err(Error::BadRequest)?;
+    rule.id = app.gc.retention_add(&rule).await?;
+    auth.audit(
+        &app,
+        "retention_add",
+        &rule.repositories,
+        Some(crate::cli::retention::describe(&rule)),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/retention/{id}", tag = "gc", params(("id" = i64, Path)), responses(
+    (status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn retention_remove(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    auth.require_admin()?;
+    if !app.gc.retention_remove(id).await? {
+        return Err(Error::NotFound(format!("no retention rule {id}")));
+    }
+    auth.audit(&app, "retention_rm", &id.to_string(), None)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

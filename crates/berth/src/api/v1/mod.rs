@@ -66,6 +66,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/gc/runs", get(gc::runs))
         .route("/api/v1/usage", get(gc::usage))
         .route(
+            "/api/v1/retention",
+            get(gc::retention_list).post(gc::retention_add),
+        )
+        .route("/api/v1/retention/{id}", delete(gc::retention_remove))
+        .route(
             "/api/v1/quotas/{namespace}",
             put(gc::set_quota).delete(gc::remove_quota),
         )
@@ -86,6 +91,7 @@ pub fn router() -> Router<AppState> {
         repositories::remove_manifest,
         audit::list,
         gc::start, gc::runs, gc::usage, gc::set_quota, gc::remove_quota,
+        gc::retention_list, gc::retention_add, gc::retention_remove,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -312,12 +318,14 @@ mod tests {
             "/api/v1/gc/runs",
             "/api/v1/usage",
             "/api/v1/quotas/{namespace}",
+            "/api/v1/retention",
+            "/api/v1/retention/{id}",
         ] {
             assert!(
                 paths.contains_key(p),
                 "{p} missing from the OpenAPI document"
             );
         }
-        assert_eq!(paths.len(), 18);
+        assert_eq!(paths.len(), 20);
     }
 }

@@ -10,7 +10,10 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::SqliteMetadata;
-use crate::meta::gc::{DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Usage};
+use crate::meta::gc::{
+    DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained, RetentionRule,
+    Usage,
+};
 use crate::meta::{now_ms, Result};
 
 /// Manifests a tag reaches, per repository: tagged ones, children of reachable
@@ -85,10 +88,11 @@ impl GcStore for SqliteMetadata {
 
     async fn gc_run_finish(&self, id: i64, r: &GcReport, error: Option<&str>) -> Result<()> {
         sqlx::query(
-            "UPDATE gc_runs SET finished_at = ?, manifests_deleted = ?, blobs_deleted = ?, bytes_freed = ?,
-             uploads_expired = ?, error = ? WHERE id = ?",
+            "UPDATE gc_runs SET finished_at = ?, tags_deleted = ?, manifests_deleted = ?, blobs_deleted = ?,
+             bytes_freed = ?, uploads_expired = ?, error = ? WHERE id = ?",
         )
         .bind(now_ms())
+        .bind(r.tags_deleted as i64)
         .bind(r.manifests_deleted as i64)
         .bind(r.blobs_deleted as i64)
         .bind(r.bytes_freed as i64)
@@ -115,6 +119,7 @@ impl GcStore for SqliteMetadata {
                 dry_run: r.get::<i64, _>("dry_run") != 0,
                 grace_ms: r.get("grace_ms"),
                 report: GcReport {
+                    tags_deleted: r.get::<i64, _>("tags_deleted") as u64,
                     manifests_deleted: r.get::<i64, _>("manifests_deleted") as u64,
                     blobs_deleted: r.get::<i64, _>("blobs_deleted") as u64,
                     bytes_freed: r.get::<i64, _>("bytes_freed") as u64,
@@ -481,6 +486,131 @@ impl GcStore for SqliteMetadata {
             }
             tx.commit().await?;
         }
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        let rows = sqlx::query("SELECT * FROM retention_rules ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RetentionRule {
+                id: r.get("id"),
+                repositories: r.get("repositories"),
+                tags: r.get("tags"),
+                keep_tags: r.get::<Option<i64>, _>("keep_tags").map(|n| n as u32),
+                untagged_days: r.get::<Option<i64>, _>("untagged_days").map(|n| n as u32),
+            })
+            .collect())
+    }
+
+    async fn retention_add(&self, rule: &RetentionRule) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO retention_rules (repositories, tags, keep_tags, untagged_days, created_at)
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&rule.repositories)
+        .bind(&rule.tags)
+        .bind(rule.keep_tags.map(i64::from))
+        .bind(rule.untagged_days.map(i64::from))
+        .bind(now_ms())
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    async fn retention_remove(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM retention_rules WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn retention_tags(
+        &self,
+        rule: &RetentionRule,
+        cutoff: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Retained>> {
+        let Some(keep) = rule.keep_tags else {
+            return Ok(Vec::new());
+        };
+        // Decided and acted on in one write transaction: a tag pushed meanwhile waits
+        // and counts among the newest next time.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT repo_id, repo, tag FROM (
+                SELECT t.repo_id, r.name AS repo, t.name AS tag, t.updated_at,
+                       ROW_NUMBER() OVER (PARTITION BY t.repo_id ORDER BY t.updated_at DESC, t.name DESC) AS n
+                FROM tags t JOIN repositories r ON r.id = t.repo_id
+                WHERE r.name GLOB ?1 AND t.name GLOB ?2
+             ) WHERE n > ?3 AND updated_at <= ?4 ORDER BY repo, tag",
+        )
+        .bind(&rule.repositories)
+        .bind(&rule.tags)
+        .bind(i64::from(keep))
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let tag: String = r.get("tag");
+            if !dry_run {
+                sqlx::query("DELETE FROM tags WHERE repo_id = ? AND name = ?")
+                    .bind(r.get::<i64, _>("repo_id"))
+                    .bind(&tag)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            out.push(Retained::Tag {
+                repo: r.get("repo"),
+                tag,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn retention_untagged(
+        &self,
+        rule: &RetentionRule,
+        older_than: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Retained>> {
+        if rule.untagged_days.is_none() {
+            return Ok(Vec::new());
+        }
+        let dead = format!(
+            "{REACHABLE} SELECT m.repo_id, r.name AS repo, m.digest FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name GLOB ?1 AND m.created_at <= ?2 AND NOT EXISTS
+               (SELECT 1 FROM live l WHERE l.repo_id = m.repo_id AND l.digest = m.digest)
+             ORDER BY r.name, m.digest"
+        );
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(&dead)
+            .bind(&rule.repositories)
+            .bind(older_than)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let digest: String = r.get("digest");
+            if !dry_run {
+                sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
+                    .bind(r.get::<i64, _>("repo_id"))
+                    .bind(&digest)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            out.push(Retained::Manifest {
+                repo: r.get("repo"),
+                digest,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn quota(&self, namespace: &str) -> Result<Option<u64>> {

@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_quotas.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_retention.sql"),
+    ),
 ];
 
 pub struct SqliteMetadata {
