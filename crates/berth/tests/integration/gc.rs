@@ -404,3 +404,195 @@ async fn usage_counts_shared_blobs_once_in_the_total_and_in_each_namespace() {
         "{usage}"
     );
 }
+
+/// One image of the shared-base race: the base layer every image has, and its own.
+struct RaceImage {
+    tag: String,
+    manifest: Vec<u8>,
+    digest: String,
+    blobs: Vec<(Vec<u8>, String)>,
+}
+
+/// Pushes `blobs` (monolithic) and a manifest over them; `None` when garbage collection
+/// took a blob between the push and the manifest (400, the client pushes again).
+async fn push_race_image(
+    app: &TestApp,
+    repo: &str,
+    tag: &str,
+    blobs: &[(Vec<u8>, String)],
+) -> Option<RaceImage> {
+    for (data, d) in blobs {
+        let resp = app
+            .client
+            .post(app.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 201 {
+            // The collector deleted the file between its store and its link: the client
+            // is told to push again (400), never told it is stored when it is not.
+            assert_eq!(resp.status(), 400, "only a GC race may refuse a blob push");
+            return None;
+        }
+    }
+    let manifest = manifest_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &blobs[0].0),
+        "layers": blobs[1..].iter().map(|(d, _)| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", d)).collect::<Vec<_>>(),
+    }));
+    let resp = put_manifest(
+        app,
+        repo,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    )
+    .await;
+    match resp.status().as_u16() {
+        201 => Some(RaceImage {
+            tag: tag.into(),
+            digest: sha256_digest(&manifest),
+            manifest,
+            blobs: blobs.to_vec(),
+        }),
+        400 => None,
+        s => panic!("manifest PUT answered {s}"),
+    }
+}
+
+/// The race: clients push images sharing a base layer, delete images and push
+/// them again while the collector runs in a loop with no grace period. Afterwards every
+/// image still tagged pulls completely and bit-exact, and once the collector has run
+/// again nothing unreferenced is left in the store.
+#[tokio::test]
+async fn shared_layers_deletes_and_repushes_racing_the_collector_lose_nothing() {
+    let Some(()) = local() else { return };
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let base = random_bytes(8000);
+    let base = (base.clone(), sha256_digest(&base));
+    let pushers: Vec<_> = (0..4)
+        .map(|w| {
+            let (app, base) = (app.clone(), base.clone());
+            tokio::spawn(async move {
+                let repo = format!("race/w{w}");
+                let mut live: Vec<RaceImage> = Vec::new();
+                for i in 0..12 {
+                    let own = random_bytes(3000 + i * 10);
+                    let config = format!("{{\"w\":{w},\"i\":{i}}}").into_bytes();
+                    let blobs = vec![
+                        (config.clone(), sha256_digest(&config)),
+                        base.clone(),
+                        (own.clone(), sha256_digest(&own)),
+                    ];
+                    let tag = format!("t{i}");
+                    if let Some(img) = push_race_image(&app, &repo, &tag, &blobs).await {
+                        live.push(img);
+                    }
+                    // Every third round: delete an older image, then push it again.
+                    if i % 3 == 2 && live.len() > 1 {
+                        let old = live.remove(0);
+                        let resp = app
+                            .client
+                            .delete(app.url(&format!("/v2/{repo}/manifests/{}", old.digest)))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(resp.status(), 202);
+                        if let Some(again) =
+                            push_race_image(&app, &repo, &old.tag, &old.blobs).await
+                        {
+                            live.push(again);
+                        }
+                    }
+                }
+                (repo, live)
+            })
+        })
+        .collect();
+    let collector = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..8 {
+                gc(&app, &["--grace-period", "0s"]);
+            }
+        })
+    };
+    let mut all = Vec::new();
+    for p in pushers {
+        all.push(p.await.unwrap());
+    }
+    collector.await.unwrap();
+    let images: usize = all.iter().map(|(_, l)| l.len()).sum();
+    assert!(images >= 30, "most pushes should succeed, got {images}");
+    let mut referenced = std::collections::HashSet::new();
+    for (repo, live) in &all {
+        for img in live {
+            assert_manifest(
+                &app,
+                repo,
+                &img.tag,
+                "application/vnd.oci.image.manifest.v1+json",
+                &img.manifest,
+            )
+            .await;
+            referenced.insert(img.digest.clone());
+            for (data, d) in &img.blobs {
+                assert_blob(&app, repo, d, data).await;
+                referenced.insert(d.clone());
+            }
+        }
+    }
+    // After the window (no grace here): exactly what the live images reference is left.
+    gc(&app, &["--grace-period", "0s"]);
+    assert_eq!(
+        stored_files(&app),
+        referenced.len(),
+        "unreferenced data is gone"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_users_storage_is_reclaimed_by_the_next_collection() {
+    let Some(()) = local() else { return };
+    let mut app = TestApp::builder().auth().start().await;
+    app.cli_ok(
+        &["user", "add", "bob", "--password-stdin"],
+        Some("bob-password-1\n"),
+    );
+    app.cli_ok(
+        &["user", "add", "carol", "--password-stdin"],
+        Some("carol-password-1\n"),
+    );
+    app.client = app.basic_client("carol", "carol-password-1");
+    let keep = push_image(&app, "carol/app", "v1").await;
+    app.client = app.basic_client("bob", "bob-password-1");
+    push_image(&app, "bob/app", "v1").await;
+    push_image(&app, "bob/other", "v1").await;
+    let before = stored_files(&app);
+    assert_eq!(before, 12, "3 images of config + 2 layers + manifest");
+
+    let out = app.cli_ok(&["user", "rm", "bob"], None);
+    assert!(out.contains("2 repositories"), "{out}");
+    gc(&app, &["--grace-period", "0s"]);
+    assert_eq!(stored_files(&app), 4, "only carol's image is left");
+    app.client = app.basic_client("carol", "carol-password-1");
+    assert_manifest(&app, "carol/app", "v1", keep.media_type, &keep.manifest).await;
+    let usage: Value = app
+        .basic_client("admin", crate::common::ADMIN_PASSWORD)
+        .get(app.url("/api/v1/usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = usage["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["carol"]);
+}
