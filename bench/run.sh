@@ -144,6 +144,8 @@ started=$(date +%s)
   --pid "berth=$bpid" --pid "distribution=$dpid" \
   --data-dir "berth=$bdata" --data-dir "distribution=$ddata" \
   "${auth_args[@]}" \
+  --gc-cmd "berth=$BERTH_BIN gc --grace-period 0s --data-dir $bdata" \
+  --gc-cmd "distribution=docker-registry garbage-collect $ddata/config.yml" \
   --workloads "$workloads" --rounds "$rounds" --work "$work" --out "$results" \
   "${extra[@]}" >/dev/null
 

@@ -37,7 +37,7 @@ struct Cli {
 enum Cmd {
     /// Run workloads against one or more registries, in alternating rounds; print one
     /// JSON line per measurement.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start a registry, time its first answer to `GET /v2/`, read its idle RSS, stop it.
     Startup(StartupArgs),
     /// Render JSON-lines results as Markdown tables.
@@ -67,6 +67,16 @@ struct RunArgs {
     /// NAME=W1,W2: run only these workloads on that target.
     #[arg(long = "only")]
     onlys: Vec<String>,
+    /// NAME=COMMAND: how that target collects garbage (the `gc` workload times it,
+    /// run with `sh -c`); targets without one skip `gc`.
+    #[arg(long = "gc-cmd")]
+    gc_cmds: Vec<String>,
+    /// Images the `gc` workload seeds (each of --gc-blobs blobs); half are deleted.
+    #[arg(long)]
+    gc_images: Option<usize>,
+    /// Blobs per image in the `gc` workload (a config and layers, all distinct).
+    #[arg(long)]
+    gc_blobs: Option<usize>,
     /// Comma-separated workloads, or all, machine, registry.
     #[arg(long, default_value = "all")]
     workloads: String,
@@ -186,6 +196,12 @@ async fn run(a: RunArgs) -> Result<()> {
     if let Some(v) = a.skopeo_layers {
         sizes.skopeo_layers = v;
     }
+    if let Some(v) = a.gc_images {
+        sizes.gc_images = v.max(2);
+    }
+    if let Some(v) = a.gc_blobs {
+        sizes.gc_blobs = v.max(1);
+    }
     if let Some(v) = a.skopeo_layer_mib {
         sizes.skopeo_layer_size = v * data::MIB;
     }
@@ -198,6 +214,7 @@ async fn run(a: RunArgs) -> Result<()> {
         }
         t.data_dir = by_name(&a.data_dirs, &t.name).map(PathBuf::from);
         t.creds = by_name(&a.auths, &t.name).map(String::from);
+        t.gc_cmd = by_name(&a.gc_cmds, &t.name).map(String::from);
         if let Some(only) = by_name(&a.onlys, &t.name) {
             t.only = workloads::expand(only)?;
         }
@@ -220,7 +237,7 @@ fn main() -> Result<()> {
         Cmd::Run(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(run(a)),
+            .block_on(run(*a)),
         Cmd::Startup(a) => {
             let r = startup::measure(
                 &a.registry,

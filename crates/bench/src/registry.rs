@@ -37,6 +37,8 @@ pub struct Target {
     auth: Option<String>,
     /// Only these workloads run on this target (empty: all).
     pub only: Vec<String>,
+    /// The shell command that collects this registry's garbage (the `gc` workload).
+    pub gc_cmd: Option<String>,
 }
 
 impl Target {
@@ -67,6 +69,7 @@ impl Target {
             creds: None,
             auth: None,
             only: Vec::new(),
+            gc_cmd: None,
         })
     }
 
@@ -245,6 +248,17 @@ pub async fn push_monolithic(
     if !t.single_post {
         return push_post_put(c, repo, digest, body, len).await;
     }
+    push_single_post(c, repo, digest, body, len).await
+}
+
+/// One `POST /blobs/uploads/?digest=` with the bytes (registries that support it).
+pub async fn push_single_post(
+    c: &mut Conn,
+    repo: &str,
+    digest: &str,
+    body: Body,
+    len: u64,
+) -> Result<()> {
     let n = len.to_string();
     expect(
         c,

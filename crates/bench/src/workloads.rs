@@ -20,10 +20,49 @@ use crate::layout::{make_layout, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 use crate::limits;
 use crate::record::{Record, MACHINE};
 use crate::registry::{
-    has_blob, mount, push_chunked, push_monolithic, push_post_put, put_manifest, request, Target,
-    ACCEPT_MANIFESTS,
+    has_blob, mount, push_chunked, push_monolithic, push_post_put, push_single_post, put_manifest,
+    request, Target, ACCEPT_MANIFESTS,
 };
 use crate::runner::{run_workers, Meter, Stop};
+
+/// The `gc` workload's images: distinct tiny blobs, named by run, image and index.
+#[derive(Clone)]
+struct GcSeed {
+    run: Arc<str>,
+    per: usize,
+}
+
+impl GcSeed {
+    fn blob(&self, k: usize, j: usize) -> (Bytes, String) {
+        let b = Bytes::from(format!("berth-bench gc {} image {k} blob {j}\n", self.run));
+        let d = sha256_digest(&b);
+        (b, d)
+    }
+
+    fn repo(&self, k: usize) -> String {
+        format!("gc/r{:03}", k % 100)
+    }
+
+    /// Image `k`: blob 0 is its config, the others its layers.
+    fn manifest(&self, k: usize) -> Bytes {
+        let desc = |j: usize, mt: &str| {
+            let (b, d) = self.blob(k, j);
+            json!({"mediaType": mt, "digest": d, "size": b.len()})
+        };
+        let layers: Vec<_> = (1..self.per)
+            .map(|j| desc(j, "application/vnd.oci.image.layer.v1.tar+gzip"))
+            .collect();
+        Bytes::from(
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "config": desc(0, CONFIG_MEDIA_TYPE),
+                "layers": layers,
+            }))
+            .expect("JSON"),
+        )
+    }
+}
 
 /// The machine's limits, measured once per round.
 pub const MACHINE_WORKLOADS: &[&str] = &[
@@ -61,6 +100,7 @@ pub const REGISTRY_WORKLOADS: &[&str] = &[
     "ui-search",
     "ui-registry",
     "ui-repository",
+    "gc",
 ];
 
 const CONN_PREFIXES: &[&str] = &[
@@ -147,6 +187,8 @@ pub struct Sizes {
     pub seed_conns: usize,
     pub skopeo_layers: usize,
     pub skopeo_layer_size: u64,
+    pub gc_images: usize,
+    pub gc_blobs: usize,
 }
 
 impl Sizes {
@@ -165,6 +207,8 @@ impl Sizes {
             seed_conns: 64,
             skopeo_layers: 5,
             skopeo_layer_size: 50 * MIB,
+            gc_images: 20_000,
+            gc_blobs: 5,
         }
     }
 
@@ -176,6 +220,7 @@ impl Sizes {
             catalog_repos: 2_000,
             catalog_tags: 500,
             skopeo_layer_size: 4 * MIB,
+            gc_images: 500,
             ..Self::full()
         }
     }
@@ -334,6 +379,11 @@ impl Bench {
                     if w.starts_with("ui-") && !self.has_ui(i).await {
                         continue;
                     }
+                    // Garbage collection is measured once (it needs a registry of its
+                    // own size), on targets that say how they collect.
+                    if w == "gc" && (round > 1 || self.targets[i].gc_cmd.is_none()) {
+                        continue;
+                    }
                     let r = match self.registry_workload(i, w, round).await {
                         Ok(r) => r,
                         Err(e) => failed(w, &self.targets[i].name.clone(), round, e),
@@ -401,6 +451,7 @@ impl Bench {
             }
             "ui-images-first" | "ui-images-deep" | "ui-search" | "ui-registry"
             | "ui-repository" => self.ui_page(i, w, round).await,
+            "gc" => self.gc(i, round).await,
             "skopeo-push" => self.skopeo_push(i, round).await,
             "skopeo-pull" => self.skopeo_pull(i, round).await,
             _ => match conns_of(w) {
@@ -726,6 +777,164 @@ impl Bench {
             self.states[i].tags_seeded = true;
         }
         Ok(())
+    }
+
+    /// `gc`: seeds `gc_images` images of `gc_blobs` distinct tiny blobs each (spread
+    /// over 100 repositories), deletes every other image by digest (so half the blobs
+    /// become garbage), then times the target's own collection command: Berth's
+    /// `berth gc` online, beside the serving registry; distribution's
+    /// `garbage-collect`, which its documentation wants run with the registry stopped
+    /// or read-only (nothing writes meanwhile here). Afterwards a sample of kept images
+    /// must still pull and a sample of deleted blobs must be gone.
+    async fn gc(&mut self, i: usize, round: u32) -> Result<Record> {
+        let (n, per) = (self.sizes.gc_images, self.sizes.gc_blobs);
+        let t = &self.targets[i];
+        let cmd = t.gc_cmd.clone().expect("checked by the caller");
+        let single = t.single_post;
+        let g = GcSeed {
+            run: self.run_id.as_str().into(),
+            per,
+        };
+        eprintln!("  seeding {n} images of {per} blobs in {}", t.name);
+        let mut m = Meter::new(t.pid);
+        let g1 = g.clone();
+        let o = run_workers(
+            t,
+            self.sizes.seed_conns,
+            Stop::Count(n),
+            &mut m,
+            move |c, k| {
+                let g = g1.clone();
+                Box::pin(async move {
+                    let repo = g.repo(k);
+                    for j in 0..g.per {
+                        let (b, d) = g.blob(k, j);
+                        let len = b.len() as u64;
+                        if single {
+                            push_single_post(c, &repo, &d, client::full(b), len).await?;
+                        } else {
+                            push_post_put(c, &repo, &d, client::full(b), len).await?;
+                        }
+                    }
+                    put_manifest(
+                        c,
+                        &repo,
+                        &format!("i{k:07}"),
+                        MANIFEST_MEDIA_TYPE,
+                        g.manifest(k),
+                    )
+                    .await?;
+                    Ok(0)
+                })
+            },
+        )
+        .await?;
+        let mut seeded = m.finish_outcome(
+            Record::new("seed-gc", &t.name, 0, self.sizes.seed_conns as u32),
+            o,
+        );
+        seeded.note = Some(format!(
+            "{n} images of {per} blobs: blob pushes and a manifest PUT each"
+        ));
+        self.emit(&seeded)?;
+
+        let t = &self.targets[i];
+        eprintln!("  deleting every other image in {}", t.name);
+        let mut m = Meter::new(t.pid);
+        let g2 = g.clone();
+        let o = run_workers(
+            t,
+            self.sizes.seed_conns,
+            Stop::Count(n / 2),
+            &mut m,
+            move |c, k| {
+                let g = g2.clone();
+                Box::pin(async move {
+                    let k = 2 * k + 1;
+                    let d = sha256_digest(&g.manifest(k));
+                    request(
+                        c,
+                        Method::DELETE,
+                        &format!("/v2/{}/manifests/{d}", g.repo(k)),
+                        &[],
+                        StatusCode::ACCEPTED,
+                    )
+                    .await?;
+                    Ok(0)
+                })
+            },
+        )
+        .await?;
+        let mut deleted = m.finish_outcome(
+            Record::new("gc-delete", &t.name, 0, self.sizes.seed_conns as u32),
+            o,
+        );
+        deleted.note = Some(format!("{} manifest DELETEs by digest", n / 2));
+        self.emit(&deleted)?;
+
+        let t = &self.targets[i];
+        eprintln!("  collecting garbage in {}: {cmd}", t.name);
+        let mut m = Meter::new(t.pid);
+        m.start();
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .await?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            bail!(
+                "{cmd}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        // Kept images still pull whole (a failure is an error: data lost); deleted
+        // images' blobs should be gone (noted: a registry may keep answering from a
+        // cache until it restarts).
+        let mut c = t.conn();
+        let (mut errors, mut lingering, mut sampled) = (0u64, 0u64, 0u64);
+        // An odd step samples kept (even) and deleted (odd) images alike.
+        for k in (0..n).step_by((n / 50).max(1) | 1) {
+            let (_, d) = g.blob(k, per - 1);
+            let repo = g.repo(k);
+            let resp = c
+                .send(
+                    Method::HEAD,
+                    &format!("/v2/{repo}/blobs/{d}"),
+                    &[],
+                    client::empty(),
+                )
+                .await?;
+            let status = client::drain(resp).await?.0;
+            if k % 2 == 0 && status != StatusCode::OK {
+                errors += 1;
+                eprintln!("  gc check: a kept image's blob {repo}@{d} answers {status}");
+            } else if k % 2 == 1 {
+                sampled += 1;
+                lingering += u64::from(status == StatusCode::OK);
+            }
+        }
+        let blobs = (n * per) as u64;
+        let mut lat = vec![took.as_micros().min(u32::MAX as u128) as u32];
+        let mut r = m.finish(Record::new("gc", &t.name, round, 1), 0, blobs, &mut lat);
+        r.errors = errors;
+        // The collector may be another process (berth gc, garbage-collect): the
+        // server's own CPU and memory say nothing about it.
+        r.server_cpu_s = None;
+        r.rss_peak_kib = None;
+        let per_million = took.as_secs_f64() * 1e6 / blobs as f64;
+        r.note = Some(format!(
+            "{blobs} blobs in {n} images, half unreferenced; {:.1} s, {per_million:.0} s per million blobs; ops = blobs in the registry; deleted blobs still served after: {lingering}/{sampled}",
+            took.as_secs_f64()
+        ));
+        Ok(r)
     }
 
     /// Whether target `i` answers `/` with an HTML page (Berth's UI; not distribution).

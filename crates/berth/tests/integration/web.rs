@@ -518,3 +518,103 @@ async fn a_repository_with_many_tags_is_shown_a_page_at_a_time() {
     assert_eq!(html.matches("<tr data-tag=").count(), 50);
     assert!(html.contains("data-tag=\"t100\"") && !html.contains("?last="));
 }
+
+#[tokio::test]
+async fn the_image_page_shows_referrers_and_deleting_an_image_or_repository_asks_first() {
+    let app = TestApp::start().await;
+    let repo = "ui/signed";
+    let img = push_image(&app, repo, "v1").await;
+    put_manifest_ok(&app, repo, "also", img.media_type, &img.manifest).await;
+    let subj = subject(OCI_MANIFEST, &img.manifest);
+    let (sbom, sbom_d) = make_artifact(
+        &app,
+        repo,
+        "application/vnd.example.sbom.v1",
+        serde_json::json!({ "subject": subj }),
+    )
+    .await;
+    put_manifest_ok(&app, repo, &sbom_d, OCI_MANIFEST, &sbom).await;
+    let client = plain_client();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = app.url(&path);
+        async move {
+            let resp = client.get(url).send().await.unwrap();
+            let status = resp.status();
+            (status, resp.text().await.unwrap())
+        }
+    };
+
+    let (status, page) = get(format!("/repositories/{repo}/-/manifests/{}", img.digest)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("application/vnd.example.sbom.v1"),
+        "the SBOM is listed"
+    );
+    assert!(page.contains(&format!("/repositories/{repo}/-/manifests/{sbom_d}")));
+    let (_, sbom_page) = get(format!("/repositories/{repo}/-/manifests/{sbom_d}")).await;
+    assert!(
+        sbom_page.contains("Attached to"),
+        "the SBOM links back to its subject"
+    );
+
+    // Deleting the image: the confirmation names its tags and the attached artifact.
+    let (status, confirm) = get(format!(
+        "/repositories/{repo}/-/manifests/{}/delete",
+        img.digest
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        confirm.contains("Its tags go with it: also, v1."),
+        "{confirm}"
+    );
+    assert!(confirm.contains("1 artifact attached to it"), "{confirm}");
+    let csrf = csrf_field(&confirm);
+    let cookie = format!("berth_csrf={csrf}");
+    let post = |path: String| {
+        client
+            .post(app.url(&path))
+            .header(COOKIE, cookie.clone())
+            .form(&[("csrf", csrf.clone())])
+            .send()
+    };
+    let resp = post(format!(
+        "/repositories/{repo}/-/manifests/{}/delete",
+        img.digest
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 303);
+    let resp = app
+        .client
+        .get(app.url(&format!("/v2/{repo}/manifests/{}", img.digest)))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "the image is gone from the registry API"
+    );
+
+    // Deleting the repository: the confirmation counts what goes.
+    let (_, confirm) = get(format!("/repositories/{repo}/-/delete")).await;
+    assert!(
+        confirm.contains("0 tags and 1 image (manifest) go with it"),
+        "{confirm}"
+    );
+    let resp = post(format!("/repositories/{repo}/-/delete"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()[LOCATION], "/");
+    let resp = app
+        .client
+        .get(app.url(&format!("/v2/{repo}/tags/list")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the repository is gone");
+}
