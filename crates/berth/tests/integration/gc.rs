@@ -596,3 +596,105 @@ async fn a_deleted_users_storage_is_reclaimed_by_the_next_collection() {
         .collect();
     assert_eq!(names, vec!["carol"]);
 }
+
+/// The mark phase on crafted graphs: a layer shared across namespaces survives the
+/// deletion of one of its users; the referrers of a deleted subject go with it; an
+/// index of an index keeps its grandchildren.
+#[tokio::test]
+async fn mark_phase_on_crafted_graphs() {
+    let Some(()) = local() else { return };
+    let env = [("BERTH_GC__UNTAGGED", "delete")];
+    let app = TestApp::builder().env(env[0].0, env[0].1).start().await;
+
+    // One layer in two namespaces, each with an image over it plus a layer of its own.
+    let shared = random_bytes(6000);
+    let shared_d = push_blob(&app, "ns-a/app", &shared).await;
+    push_blob(&app, "ns-b/app", &shared).await;
+    let mut own = Vec::new();
+    for repo in ["ns-a/app", "ns-b/app"] {
+        let mine = random_bytes(5000);
+        let mine_d = push_blob(&app, repo, &mine).await;
+        let config = format!("{{\"repo\":\"{repo}\"}}").into_bytes();
+        push_blob(&app, repo, &config).await;
+        let m = manifest_bytes(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_CONFIG, &config),
+            "layers": [descriptor(OCI_LAYER, &shared), descriptor(OCI_LAYER, &mine)],
+        }));
+        put_manifest_ok(&app, repo, "v1", OCI_MANIFEST, &m).await;
+        own.push((repo, sha256_digest(&m), mine_d));
+    }
+
+    // A signed image whose subject is then deleted.
+    let signed = push_image(&app, "ns-c/signed", "v1").await;
+    let (sig, sig_d) = make_artifact(
+        &app,
+        "ns-c/signed",
+        "application/vnd.example.sig",
+        json!({ "subject": subject(signed.media_type, &signed.manifest) }),
+    )
+    .await;
+    put_manifest_ok(&app, "ns-c/signed", &sig_d, OCI_MANIFEST, &sig).await;
+
+    // index (tagged) → index → image.
+    let leaf = make_image(&app, "ns-d/nested").await;
+    put_manifest_ok(
+        &app,
+        "ns-d/nested",
+        &leaf.digest,
+        leaf.media_type,
+        &leaf.manifest,
+    )
+    .await;
+    let inner = manifest_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [descriptor(leaf.media_type, &leaf.manifest)],
+    }));
+    let inner_d = sha256_digest(&inner);
+    put_manifest_ok(&app, "ns-d/nested", &inner_d, OCI_INDEX, &inner).await;
+    let outer = manifest_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [descriptor(OCI_INDEX, &inner)],
+    }));
+    put_manifest_ok(&app, "ns-d/nested", "multi", OCI_INDEX, &outer).await;
+
+    // Delete ns-a's image and the signed subject.
+    for (repo, digest) in [
+        ("ns-a/app", own[0].1.clone()),
+        ("ns-c/signed", signed.digest.clone()),
+    ] {
+        let resp = app
+            .client
+            .delete(app.url(&format!("/v2/{repo}/manifests/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    gc_with(&app, &env, &["--grace-period", "0s"]);
+
+    // The shared layer lives on in ns-b; ns-a's own layer is gone.
+    assert_blob(&app, "ns-b/app", &shared_d, &shared).await;
+    assert_eq!(head_blob(&app, "ns-b/app", &own[1].2).await.status(), 200);
+    assert_eq!(head_blob(&app, "ns-a/app", &own[0].2).await.status(), 404);
+    // The signature of the deleted subject is gone, with its payload.
+    assert_eq!(
+        head_manifest(&app, "ns-c/signed", &sig_d).await.status(),
+        404
+    );
+    // The nested index keeps its grandchild and the grandchild's layers.
+    assert_eq!(
+        head_manifest(&app, "ns-d/nested", &inner_d).await.status(),
+        200
+    );
+    assert_eq!(
+        head_manifest(&app, "ns-d/nested", &leaf.digest)
+            .await
+            .status(),
+        200
+    );
+    assert_blob(&app, "ns-d/nested", &leaf.layers[0].1, &leaf.layers[0].0).await;
+}
