@@ -29,7 +29,7 @@ mod discovery;
 pub mod error;
 pub(crate) mod manifests;
 pub mod metrics;
-pub mod route;
+pub use oci::route;
 mod token;
 mod uploads;
 pub mod v1;

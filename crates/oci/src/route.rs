@@ -4,7 +4,7 @@
 //! say which endpoint it is, everything before them is the name. The raw (undecoded)
 //! path is parsed, so `%2e%2e` is simply an invalid name, never `..`.
 
-use oci::{Digest, ErrorCode, OciError, Reference, RepoName};
+use crate::{Digest, ErrorCode, OciError, Reference, RepoName};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub fn parse(path: &str) -> Result<Endpoint, OciError> {
             "manifests" => {
                 let repo = name(head)?;
                 let reference = last.parse::<Reference>().map_err(|e| match e {
-                    oci::reference::ReferenceError::Digest(e) => {
+                    crate::reference::ReferenceError::Digest(e) => {
                         ErrorCode::DigestInvalid.msg(e.to_string())
                     }
                     e => ErrorCode::TagInvalid.msg(e.to_string()),
