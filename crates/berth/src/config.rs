@@ -34,6 +34,9 @@ pub struct Server {
     pub tls_key: String,
     /// How long a shutdown waits for in-flight requests before closing them.
     pub shutdown_timeout: DurationStr,
+    /// How long a client may take to send a request's headers (slow-loris defence);
+    /// also how long an idle HTTP/1.1 connection stays open.
+    pub header_timeout: DurationStr,
 }
 
 impl Default for Server {
@@ -44,6 +47,7 @@ impl Default for Server {
             tls_cert: String::new(),
             tls_key: String::new(),
             shutdown_timeout: DurationStr::from("30s"),
+            header_timeout: DurationStr::from("30s"),
         }
     }
 }
@@ -306,6 +310,9 @@ impl Config {
         }
         if self.auth.service.is_empty() || self.auth.service.contains('"') {
             bail!("auth.service must be a non-empty name without quotes");
+        }
+        if self.server.header_timeout.get() < Duration::from_millis(100) {
+            bail!("server.header_timeout must be at least 100ms");
         }
         if self.auth.session_ttl.get() < Duration::from_secs(60) {
             bail!("auth.session_ttl must be at least 60s");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let listen = config.server.listen.clone();
     let shutdown_timeout = config.server.shutdown_timeout.get();
+    let header_timeout = config.server.header_timeout.get();
     let data_dir = config.storage.data_dir.clone();
     let app = App::open(config).await?;
     let listener = TcpListener::bind(&listen)
@@ -55,7 +56,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::gc::schedule(app.clone(), interval));
     }
     let router = crate::api::router(app);
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer makes hyper enforce the header deadline: a client trickling its
+    // headers (slow loris) or idling on a kept-alive connection is disconnected.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);

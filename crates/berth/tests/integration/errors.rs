@@ -570,3 +570,63 @@ async fn every_4xx_under_v2_carries_oci_error_json() {
         }
     }
 }
+
+/// A client that trickles its headers (slow loris) is disconnected once
+/// `server.header_timeout` has passed; other clients are served meanwhile.
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if skip_external("slow loris", "sets Berth's server.header_timeout") {
+        return;
+    }
+    let app = TestApp::builder()
+        .env("BERTH_SERVER__HEADER_TIMEOUT", "1s")
+        .start()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Keep trickling a header byte every 200 ms: never finishing the request.
+    let mut closed = false;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if slow.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::from_millis(1), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                // An answer (408) before closing is fine too.
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+        // Meanwhile, another client is served.
+        assert_eq!(
+            app.client
+                .get(app.url("/v2/"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert!(closed, "the slow client was never disconnected");
+    let after = started.elapsed();
+    assert!(
+        after < std::time::Duration::from_secs(4),
+        "disconnected after {after:?}, with a 1 s header timeout"
+    );
+}
