@@ -236,6 +236,17 @@ mod tests {
     }
 
     #[test]
+    fn tokens_for_another_service_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = signer(dir.path(), "berth", 300);
+        // Same key (same data directory), another audience.
+        let theirs = signer(dir.path(), "other-registry", 300);
+        let t = theirs.issue("alice", 7, None, vec![]).unwrap().token;
+        assert!(theirs.verify(&t).is_some());
+        assert!(ours.verify(&t).is_none(), "a token for another service");
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path(), "berth", 300);
