@@ -142,6 +142,12 @@ pub struct Limits {
     pub manifest_max_bytes: u64,
     /// Largest page a tags list or catalog request returns.
     pub page_max: u32,
+    /// A request body that sends nothing for this long is abandoned (a stalled
+    /// upload's chunk is rolled back).
+    pub body_idle_timeout: DurationStr,
+    /// Open upload sessions one account (or, without authentication, one client
+    /// address) may have at once.
+    pub uploads_per_user: u32,
 }
 
 impl Default for Limits {
@@ -149,6 +155,8 @@ impl Default for Limits {
         Limits {
             manifest_max_bytes: 4 * 1024 * 1024,
             page_max: 10_000,
+            body_idle_timeout: DurationStr::from("60s"),
+            uploads_per_user: 256,
         }
     }
 }

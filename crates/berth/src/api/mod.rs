@@ -100,10 +100,41 @@ impl Ctx {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The request body as a byte stream (once; later calls get an empty body).
+    /// The request body as a byte stream (once; later calls get an empty body). A body
+    /// that sends nothing for `limits.body_idle_timeout` ends with a `TimedOut` error.
     pub fn take_body(&self) -> ByteStream {
         let body = self.body.lock().unwrap().take().unwrap_or_default();
-        Box::pin(body.into_data_stream().map_err(io::Error::other))
+        let idle = self.app.config.limits.body_idle_timeout.get();
+        let data: ByteStream = Box::pin(body.into_data_stream().map_err(io::Error::other));
+        Box::pin(futures_util::stream::unfold(
+            Some(data),
+            move |state| async move {
+                use futures_util::StreamExt;
+                let mut s = state?;
+                match tokio::time::timeout(idle, s.next()).await {
+                    Ok(Some(item)) => Some((item, Some(s))),
+                    Ok(None) => None,
+                    // The stream ends after the error.
+                    Err(_) => Some((
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the client sent nothing for {} s", idle.as_secs_f64()),
+                        )),
+                        None,
+                    )),
+                }
+            },
+        ))
+    }
+
+    /// Who owns an upload session this caller opens: the account, or the client
+    /// address without one.
+    pub fn upload_owner(&self) -> String {
+        match (self.caller.name(), self.client) {
+            (Some(n), _) => format!("user:{n}"),
+            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, None) => "anonymous".into(),
+        }
     }
 
     /// A URL for `path` (starting with `/`): absolute under `server.public_url` when

@@ -89,9 +89,19 @@ pub async fn start(ctx: Ctx, repo: RepoName) -> ApiResult {
     }
     // A namespace already at its quota gets no new session.
     ctx.check_quota(&repo, 1, None).await?;
+    let owner = ctx.upload_owner();
+    let limit = ctx.app.config.limits.uploads_per_user;
+    if ctx.app.meta.uploads_open(&owner).await? >= u64::from(limit) {
+        return Err(ErrorCode::TooManyRequests
+            .msg(format!(
+                "too many open upload sessions ({limit}): finish or cancel some, or wait for \
+                 abandoned ones to expire"
+            ))
+            .into());
+    }
     let id = Uuid::new_v4();
     ctx.app.blobs.upload_start(id).await?;
-    ctx.app.meta.upload_create(id, &repo).await?;
+    ctx.app.meta.upload_create(id, &repo, &owner).await?;
     Ok(session_response(&ctx, StatusCode::ACCEPTED, &repo, id, 0))
 }
 

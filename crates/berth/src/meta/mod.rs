@@ -155,7 +155,11 @@ pub trait Metadata: Send + Sync + 'static {
     /// Removes `digest` from `repo`. Returns whether it was linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 
-    async fn upload_create(&self, id: Uuid, repo: &RepoName) -> Result<()>;
+    /// Records an upload session of `owner` (see [`Metadata::uploads_open`]).
+    async fn upload_create(&self, id: Uuid, repo: &RepoName, owner: &str) -> Result<()>;
+
+    /// How many upload sessions `owner` has open.
+    async fn uploads_open(&self, owner: &str) -> Result<u64>;
 
     /// The repository an upload session belongs to.
     async fn upload_repo(&self, id: Uuid) -> Result<Option<RepoName>>;

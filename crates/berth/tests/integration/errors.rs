@@ -630,3 +630,84 @@ async fn a_client_trickling_its_headers_is_disconnected() {
         "disconnected after {after:?}, with a 1 s header timeout"
     );
 }
+
+/// An upload whose body stalls is abandoned after `limits.body_idle_timeout`: the
+/// client gets BLOB_UPLOAD_INVALID, the chunk is rolled back, the session can resume.
+#[tokio::test]
+async fn a_stalled_upload_body_is_abandoned_and_rolled_back() {
+    if skip_external("stalled body", "sets Berth's limits.body_idle_timeout") {
+        return;
+    }
+    let app = TestApp::builder()
+        .env("BERTH_LIMITS__BODY_IDLE_TIMEOUT", "1s")
+        .start()
+        .await;
+    let upload = start_upload(&app, "stall/app").await;
+    let first: Result<Vec<u8>, std::io::Error> = Ok(vec![7u8; 1000]);
+    let body = futures_util::StreamExt::chain(
+        futures_util::stream::iter([first]),
+        futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            Ok(vec![8u8; 10])
+        }),
+    );
+    let started = std::time::Instant::now();
+    let resp = app
+        .client
+        .patch(upload.clone())
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_oci_error(resp, 400, "BLOB_UPLOAD_INVALID").await;
+    let status = app.client.get(upload.clone()).send().await.unwrap();
+    assert_eq!(status.status(), 204, "the session is still there");
+    assert_eq!(
+        header(&status, "range").as_deref(),
+        Some("0-0"),
+        "and empty"
+    );
+}
+
+/// One account (here: one client address, authentication off) may hold at most
+/// `limits.uploads_per_user` open sessions; finishing or cancelling one frees a place.
+#[tokio::test]
+async fn open_upload_sessions_are_limited_per_user() {
+    if skip_external("upload limit", "sets Berth's limits.uploads_per_user") {
+        return;
+    }
+    let app = TestApp::builder()
+        .env("BERTH_LIMITS__UPLOADS_PER_USER", "3")
+        .start()
+        .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(start_upload(&app, "limit/app").await);
+    }
+    let post = || {
+        app.client
+            .post(app.url("/v2/limit/app/blobs/uploads/"))
+            .send()
+    };
+    assert_oci_error(post().await.unwrap(), 429, "TOOMANYREQUESTS").await;
+    let resp = app.client.delete(open.pop().unwrap()).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(post().await.unwrap().status(), 202);
+    // A monolithic push opens no session: never limited.
+    let resp = app
+        .client
+        .post(app.url(&format!(
+            "/v2/limit/app/blobs/uploads/?digest={}",
+            sha256_digest(b"x")
+        )))
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+}

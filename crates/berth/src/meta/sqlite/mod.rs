@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_retention.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_upload_owner.sql"),
+    ),
 ];
 
 pub struct SqliteMetadata {

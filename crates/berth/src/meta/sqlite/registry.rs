@@ -121,14 +121,23 @@ impl Metadata for SqliteMetadata {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn upload_create(&self, id: Uuid, repo: &RepoName) -> Result<()> {
-        sqlx::query("INSERT INTO uploads (id, repo, created_at) VALUES (?, ?, ?)")
+    async fn upload_create(&self, id: Uuid, repo: &RepoName, owner: &str) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, repo, created_at, owner) VALUES (?, ?, ?, ?)")
             .bind(id.to_string())
             .bind(repo.as_str())
             .bind(now_ms())
+            .bind(owner)
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn uploads_open(&self, owner: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads WHERE owner = ?")
+            .bind(owner)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n as u64)
     }
 
     async fn upload_repo(&self, id: Uuid) -> Result<Option<RepoName>> {
