@@ -6,8 +6,7 @@ CREATE TABLE retention_rules (
     tags          TEXT NOT NULL DEFAULT '*',
     keep_tags     INTEGER CHECK (keep_tags >= 0),      -- keep the newest N matching tags
     untagged_days INTEGER CHECK (untagged_days >= 0),  -- delete untagged manifests older
-    created_at    INTEGER NOT NULL,
-    CHECK (keep_tags IS NOT NULL OR untagged_days IS NOT NULL)
+    created_at    INTEGER NOT NULL
 );
 
 ALTER TABLE gc_runs ADD COLUMN tags_deleted INTEGER NOT NULL DEFAULT 0;

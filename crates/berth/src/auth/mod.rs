@@ -50,14 +50,14 @@ pub fn check_password(p: &str) -> anyhow::Result<()> {
     if p.chars().count() < 8 {
         anyhow::bail!("the password must have at least 8 characters");
     }
-    if p.len() > 1024 {
-        anyhow::bail!("the password must have at most 1024 bytes");
+    if p.chars().count() > 1024 {
+        anyhow::bail!("the password must have at most 1024 characters");
     }
     Ok(())
 }
 
 pub fn check_token_name(name: &str) -> anyhow::Result<()> {
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(|c| c.is_control()) {
         anyhow::bail!("a token name must have 1 to 64 printable characters");
     }
     Ok(())

@@ -19,11 +19,11 @@ pub enum Command {
         #[arg(long, value_name = "PATTERN", default_value = "*")]
         tags: String,
         /// Keep only the newest N matching tags per repository.
-        #[arg(long, value_name = "N")]
-        keep_tags: Option<u32>,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+        keep_tags: Option<i32>,
         /// Delete untagged images older than N days.
-        #[arg(long, value_name = "N")]
-        untagged_days: Option<u32>,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+        untagged_days: Option<i32>,
     },
     /// List the rules.
     Ls,
@@ -50,6 +50,9 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             };
             if let Err(e) = rule.check() {
                 bail!("{e}");
+            }
+            if keep_tags.is_none() && untagged_days.is_none() {
+                bail!("a rule needs --keep-tags, --untagged-days or both");
             }
             let id = stores.gc.retention_add(&rule).await?;
             audit(

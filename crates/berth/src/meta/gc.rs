@@ -71,13 +71,23 @@ pub struct NamespaceUsage {
 /// `?` one character.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RetentionRule {
-    #[serde(default)]
+    /// Assigned by the registry.
+    #[serde(default, skip_deserializing)]
+    #[schema(read_only)]
     pub id: i64,
+    #[schema(pattern = "^[A-Za-z0-9._/:*?-]+$", min_length = 1, max_length = 255)]
     pub repositories: String,
     #[serde(default = "any")]
+    #[schema(pattern = "^[A-Za-z0-9._/:*?-]+$", min_length = 1, max_length = 255)]
     pub tags: String,
-    pub keep_tags: Option<u32>,
-    pub untagged_days: Option<u32>,
+    /// Keep the newest N matching tags per repository.
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "crate::api::v1::opt_integer")]
+    pub keep_tags: Option<i32>,
+    /// Delete untagged images older than N days.
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "crate::api::v1::opt_integer")]
+    pub untagged_days: Option<i32>,
 }
 
 fn any() -> String {
@@ -95,9 +105,10 @@ impl RetentionRule {
         if !ok(&self.repositories) || !ok(&self.tags) {
             return Err("patterns use letters, digits, . _ - / : and the wildcards * and ?".into());
         }
-        if self.keep_tags.is_none() && self.untagged_days.is_none() {
-            return Err("a rule needs keep_tags, untagged_days or both".into());
+        if self.keep_tags.is_some_and(|n| n < 0) || self.untagged_days.is_some_and(|n| n < 0) {
+            return Err("keep_tags and untagged_days must not be negative".into());
         }
+        // A rule with neither limit is allowed (it deletes nothing); the CLI insists.
         Ok(())
     }
 }

@@ -152,7 +152,12 @@ pub struct GcForm {
 pub async fn gc(web: Web, State(app): State<AppState>, Form(f): Form<GcForm>) -> PageResult {
     web.check_form(&f.csrf)?;
     let dry_run = f.dry_run.is_some();
-    let r = gc::start(State(app), web.api(), Some(Json(gc::GcRequest { dry_run }))).await;
+    let body = if dry_run {
+        &br#"{"dry_run":true}"#[..]
+    } else {
+        b""
+    };
+    let r = gc::start(State(app), web.api(), axum::body::Bytes::from_static(body)).await;
     let msg = if dry_run {
         "A dry run of garbage collection started: it reports what it would delete and deletes nothing."
     } else {
@@ -185,7 +190,9 @@ pub async fn quota(web: Web, State(app): State<AppState>, Form(f): Form<QuotaFor
         State(app),
         web.api(),
         Path(ns.clone()),
-        Json(gc::QuotaRequest { bytes: size }),
+        Json(gc::QuotaRequest {
+            bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        }),
     )
     .await;
     web.outcome(

@@ -223,7 +223,15 @@ async fn only_admins_set_quotas_and_the_cli_lists_them() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.status(), 404, "not a namespace name");
+    let resp = app
+        .basic_client("admin", crate::common::ADMIN_PASSWORD)
+        .put(app.url("/api/v1/quotas/alice"))
+        .json(&serde_json::json!({ "bytes": -1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "a negative quota");
 
     let out = app.cli_ok(&["quota", "set", "alice", "2GiB"], None);
     assert!(out.contains("quota of alice: 2.0 GiB"), "{out}");

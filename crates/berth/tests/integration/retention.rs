@@ -160,10 +160,16 @@ async fn the_api_manages_rules_and_refuses_bad_ones() {
             .json(&body)
             .send()
     };
-    let resp = post(serde_json::json!({"repositories": "web/*"}))
+    let resp = post(serde_json::json!({"repositories": "web/*", "keep_tags": -1}))
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400, "a rule without a limit");
+    assert_eq!(resp.status(), 400, "a negative limit");
+    let resp = post(serde_json::json!([{"repositories": "web/*", "keep_tags": 1}]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "not a JSON object");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "bad_request", "{body}");
     let resp = post(serde_json::json!({"repositories": "web/$(rm -rf)", "keep_tags": 3}))
         .await
         .unwrap();

@@ -13,8 +13,9 @@ use crate::meta::accounts::AuditEntry;
 pub struct AuditQuery {
     /// Entries before this time (Unix milliseconds), for paging back.
     pub before: Option<i64>,
-    /// At most this many (default 100, at most 1000).
-    pub limit: Option<u32>,
+    /// At most this many (default 100; more than 1000 counts as 1000).
+    #[param(minimum = 0)]
+    pub limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery), responses(
@@ -26,6 +27,6 @@ pub async fn list(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>> {
     auth.require_admin()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::page_size(q.limit, 100, 1000)?;
     Ok(Json(app.accounts.audit_log(q.before, limit).await?))
 }

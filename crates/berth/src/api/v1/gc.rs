@@ -24,16 +24,21 @@ pub struct GcStarted {
     pub started: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/gc", tag = "gc", request_body = GcRequest, responses(
+#[utoipa::path(post, path = "/api/v1/gc", tag = "gc", request_body = Option<GcRequest>, responses(
     (status = 202, body = GcStarted, description = "a collection started; follow it in /api/v1/gc/runs"),
     (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "a collection is already running")))]
 pub async fn start(
     State(app): State<AppState>,
     auth: Auth,
-    body: Option<Json<GcRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<GcStarted>)> {
     auth.require_admin()?;
-    let dry_run = body.map(|b| b.0.dry_run).unwrap_or(false);
+    // The body is optional: nothing (or JSON null) means the defaults.
+    let req: Option<GcRequest> = match body.trim_ascii() {
+        b"" => None,
+        b => serde_json::from_slice(b).map_err(|e| Error::BadRequest(format!("the body: {e}")))?,
+    };
+    let dry_run = req.map(|r| r.dry_run).unwrap_or(false);
     // Take the lease check up front so the caller learns about a running collection.
     if app.gc.gc_lease_held().await? {
         return Err(Error::Conflict(
@@ -74,18 +79,21 @@ pub async fn usage(State(app): State<AppState>, auth: Auth) -> Result<Json<Usage
 #[serde(deny_unknown_fields)]
 pub struct QuotaRequest {
     /// The most the namespace may store, in bytes (each blob counted once per namespace).
-    pub bytes: u64,
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::integer")]
+    pub bytes: i64,
 }
 
-/// A namespace name: what a user or team name may be.
+/// A namespace name: what a user or team name may be (anything else has no namespace).
 fn namespace_name(ns: &str) -> Result<()> {
-    crate::auth::check_name("namespace", ns).map_err(|e| Error::BadRequest(e.to_string()))
+    crate::auth::check_name("namespace", ns).map_err(|e| Error::NotFound(e.to_string()))
 }
 
 #[utoipa::path(put, path = "/api/v1/quotas/{namespace}", tag = "gc", request_body = QuotaRequest,
     params(("namespace" = String, Path)), responses(
     (status = 204, description = "pushes that would take the namespace past this are refused before their data is stored; deleting is always allowed"),
-    (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody, description = "not a namespace name")))]
 pub async fn set_quota(
     State(app): State<AppState>,
     auth: Auth,
@@ -94,15 +102,18 @@ pub async fn set_quota(
 ) -> Result<StatusCode> {
     auth.require_admin()?;
     namespace_name(&ns)?;
-    app.gc.quota_set(&ns, Some(req.bytes)).await?;
-    auth.audit(&app, "quota_set", &ns, Some(req.bytes.to_string()))
+    let bytes = u64::try_from(req.bytes)
+        .map_err(|_| Error::BadRequest("a quota must not be negative".into()))?;
+    app.gc.quota_set(&ns, Some(bytes)).await?;
+    auth.audit(&app, "quota_set", &ns, Some(bytes.to_string()))
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(delete, path = "/api/v1/quotas/{namespace}", tag = "gc",
     params(("namespace" = String, Path)), responses(
-    (status = 204, description = "the namespace has no quota any more"), (status = 403, body = ErrorBody)))]
+    (status = 204, description = "the namespace has no quota any more"), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody, description = "not a namespace name")))]
 pub async fn remove_quota(
     State(app): State<AppState>,
     auth: Auth,

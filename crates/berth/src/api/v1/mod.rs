@@ -6,7 +6,11 @@
 //! CSRF token in `X-CSRF-Token`). Every permission question goes to the access rule (`auth::acl`):
 //! account administration is for admins; a repository the caller may not pull answers
 //! 404, exactly like a missing one. The OpenAPI document at `/api/v1/openapi.json` is
-//! generated from the handlers' annotations ([`ApiDoc`]).
+//! generated from the handlers' annotations ([`ApiDoc`]), with the answers every
+//! operation can give (400, 401, 429) added once; every error, axum's own refusals
+//! included, is [`ErrorBody`] JSON, and request bodies must be JSON objects.
+//! tests/e2e/test_openapi.py holds the document and the server to each other with
+//! Schemathesis.
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -74,6 +78,78 @@ pub fn router() -> Router<AppState> {
             "/api/v1/quotas/{namespace}",
             put(gc::set_quota).delete(gc::remove_quota),
         )
+        .layer(axum::middleware::map_response(json_rejections))
+        .layer(axum::middleware::from_fn(json_objects))
+}
+
+/// Request bodies of this API are JSON objects. serde would read a struct from an
+/// array too (positionally), so anything but an object is refused up front.
+async fn json_objects(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let is_json = has_body
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return Error::BadRequest("the body is larger than 1 MiB".into()).into_response();
+    };
+    let text = bytes.trim_ascii();
+    if !text.is_empty() && text[0] != b'{' && text != b"null" {
+        return Error::BadRequest("the body must be a JSON object".into()).into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+/// axum's own refusals (a path segment that is not a number, a query or body that does
+/// not deserialize, a body that is not JSON) are plain text with 400, 415 or 422; this
+/// API answers every error with [`ErrorBody`] JSON, so they become 400 `bad_request`
+/// with axum's explanation as the message.
+async fn json_rejections(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return r;
+    }
+    let body = axum::body::to_bytes(r.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    let (status, code) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (status, "method_not_allowed"),
+        StatusCode::NOT_FOUND => (status, "not_found"),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, "too_large"),
+        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+    };
+    let message = if message.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_lowercase()
+    } else {
+        message
+    };
+    (
+        status,
+        Json(ErrorBody {
+            error: code.into(),
+            message,
+        }),
+    )
+        .into_response()
 }
 
 #[derive(OpenApi)]
@@ -103,6 +179,7 @@ struct Security;
 
 impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        common_responses(doc);
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "basic",
@@ -117,6 +194,49 @@ impl Modify for Security {
                     .build(),
             ),
         );
+    }
+}
+
+/// Answers every operation can give, documented once here rather than on each: 401
+/// (no or wrong credentials), 429 (too many failed sign-ins), and 400 wherever the
+/// request has parameters or a body.
+fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder};
+    let error = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let has_input =
+                op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let r = &mut op.responses.responses;
+            if has_input {
+                r.entry("400".into())
+                    .or_insert_with(|| error("the request is malformed"));
+            }
+            r.entry("401".into())
+                .or_insert_with(|| error("no credentials, or wrong ones"));
+            r.entry("429".into()).or_insert_with(|| {
+                error("too many failed sign-ins from this client or for this user")
+            });
+        }
     }
 }
 
@@ -220,6 +340,45 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An integer field of a request body: JSON Schema counts `5.0` as an integer, so
+/// integral floats are accepted too.
+pub(crate) fn integer<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error as _;
+    let n = serde_json::Number::deserialize(d)?;
+    let i = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+        _ => return Err(D::Error::custom(format!("{n} is not an integer in range"))),
+    };
+    T::try_from(i).map_err(|_| D::Error::custom(format!("{i} is out of range")))
+}
+
+/// [`integer`] for optional fields.
+pub(crate) fn opt_integer<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    #[derive(serde::Deserialize)]
+    struct Wrap<T: TryFrom<i64>>(#[serde(deserialize_with = "integer")] T);
+    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
+}
+
+/// A page size from a query: `default` when absent, at most `max`; negative is an error.
+pub(crate) fn page_size(n: Option<i64>, default: u32, max: u32) -> Result<u32> {
+    match n {
+        None => Ok(default),
+        Some(n) if n < 0 => Err(Error::BadRequest(format!(
+            "a page size must not be negative (got {n})"
+        ))),
+        Some(n) => Ok(n.clamp(1, i64::from(max)) as u32),
+    }
+}
 
 /// The authenticated caller of a management request, and their address.
 pub struct Auth(pub Caller, pub Option<std::net::IpAddr>);

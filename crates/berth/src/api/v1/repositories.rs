@@ -19,8 +19,9 @@ pub struct ListQuery {
     pub q: Option<String>,
     /// Names after this one (the `next` of the previous page).
     pub last: Option<String>,
-    /// Page size (default 100, at most 1000).
-    pub n: Option<u32>,
+    /// Page size (default 100; more than 1000 counts as 1000).
+    #[param(minimum = 0)]
+    pub n: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -37,7 +38,7 @@ pub async fn list(
     auth: Auth,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<RepositoryPage>> {
-    let n = q.n.unwrap_or(100).clamp(1, 1000);
+    let n = super::page_size(q.n, 100, 1000)?;
     let namespaces = auth.0.readable_namespaces();
     let contains = q.q.as_deref().filter(|s| !s.is_empty());
     let (repositories, more) = app

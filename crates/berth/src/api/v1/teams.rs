@@ -26,6 +26,8 @@ pub async fn list(State(app): State<AppState>, auth: Auth) -> Result<Json<Vec<Te
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
+    /// Also the team's namespace: a repository path component of at most 64 characters.
+    #[schema(pattern = "^[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*$", max_length = 64)]
     pub name: String,
 }
 

@@ -37,10 +37,17 @@ pub async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// 1 to 64 printable characters, unique among the user's tokens.
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub name: String,
     /// Whose token (admins only); default: the caller.
     pub user: Option<String>,
     /// Lifetime such as "30d" or "12h"; omitted: until revoked.
+    #[schema(pattern = "^[0-9]{1,6}(s|m|h|d)$")]
     pub expires_in: Option<String>,
 }
 
@@ -52,7 +59,8 @@ pub struct CreatedToken {
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken, responses(
-    (status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody, description = "no such user"), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
     auth: Auth,

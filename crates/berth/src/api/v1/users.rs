@@ -46,8 +46,11 @@ pub async fn list(State(app): State<AppState>, auth: Auth) -> Result<Json<Vec<Us
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// Also the user's namespace: a repository path component of at most 64 characters.
+    #[schema(pattern = "^[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*$", max_length = 64)]
     pub name: String,
-    /// At least 8 characters; omitted: a random password is generated and returned once.
+    /// 8 to 1024 characters; omitted: a random password is generated and returned once.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
     #[serde(default)]
     pub admin: bool,
@@ -140,7 +143,8 @@ pub async fn get(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
-    /// New password (admins, or the user themself).
+    /// New password, 8 to 1024 characters (admins, or the user themself).
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
     /// Grant or take away administrator rights (admins only).
     pub admin: Option<bool>,

@@ -498,8 +498,8 @@ impl GcStore for SqliteMetadata {
                 id: r.get("id"),
                 repositories: r.get("repositories"),
                 tags: r.get("tags"),
-                keep_tags: r.get::<Option<i64>, _>("keep_tags").map(|n| n as u32),
-                untagged_days: r.get::<Option<i64>, _>("untagged_days").map(|n| n as u32),
+                keep_tags: r.get::<Option<i64>, _>("keep_tags").map(|n| n as i32),
+                untagged_days: r.get::<Option<i64>, _>("untagged_days").map(|n| n as i32),
             })
             .collect())
     }
