@@ -231,7 +231,9 @@ impl BlobStore for FsBlobStore {
                         );
                         // Anything that is not a well-formed digest is not a blob.
                         if let Ok(digest) = name.parse::<Digest>() {
-                            let m = blob.metadata()?;
+                            let Some(m) = metadata_if_present(&blob)? else {
+                                continue;
+                            };
                             out.push(BlobInfo {
                                 digest,
                                 size: m.len(),
@@ -342,9 +344,11 @@ impl BlobStore for FsBlobStore {
         blocking(move || {
             let mut n = 0;
             for e in read_dir_or_empty(&dir)? {
+                let Some(m) = metadata_if_present(&e)? else {
+                    continue;
+                };
                 // A body being received is written continuously; an old one is a leftover.
-                if e.metadata()?.modified()? < idle_since && std::fs::remove_file(e.path()).is_ok()
-                {
+                if m.modified()? < idle_since && std::fs::remove_file(e.path()).is_ok() {
                     n += 1;
                 }
             }
@@ -359,7 +363,9 @@ impl BlobStore for FsBlobStore {
             let mut out = Vec::new();
             for e in read_dir_or_empty(&dir)? {
                 if let Ok(id) = e.file_name().to_string_lossy().parse::<Uuid>() {
-                    let m = e.metadata()?;
+                    let Some(m) = metadata_if_present(&e)? else {
+                        continue;
+                    };
                     out.push(UploadInfo {
                         id,
                         size: m.len(),
@@ -370,6 +376,16 @@ impl BlobStore for FsBlobStore {
             Ok(out)
         })
         .await
+    }
+}
+
+/// A directory entry's metadata, or `None` if the file went away since the listing (the
+/// server commits, finishes and cancels uploads while the collector lists them).
+fn metadata_if_present(e: &std::fs::DirEntry) -> io::Result<Option<std::fs::Metadata>> {
+    match e.metadata() {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -24,5 +24,6 @@ mod pull;
 mod push;
 mod quota;
 mod retention;
+mod soak;
 mod tls;
 mod web;
