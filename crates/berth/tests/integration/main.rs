@@ -6,6 +6,7 @@
 
 #[allow(dead_code)]
 mod common;
+mod crash;
 #[allow(dead_code)]
 mod helpers;
 
