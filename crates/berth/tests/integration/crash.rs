@@ -39,6 +39,16 @@ impl Rng {
     }
 }
 
+/// The absolute URL of a response's `Location`.
+fn next_url(base: &str, r: &reqwest::Response) -> Option<String> {
+    let loc = r.headers().get("location")?.to_str().ok()?;
+    Some(if loc.starts_with("http") {
+        loc.to_string()
+    } else {
+        format!("{base}{loc}")
+    })
+}
+
 async fn client_loop(
     base: String,
     worker: usize,
@@ -69,12 +79,7 @@ async fn client_loop(
                     .send()
                     .await
                     .ok()?;
-                let loc = r.headers().get("location")?.to_str().ok()?.to_string();
-                let url = if loc.starts_with("http") {
-                    loc
-                } else {
-                    format!("{base}{loc}")
-                };
+                let url = next_url(&base, &r)?;
                 acked.lock().unwrap().sessions.push(url.clone());
                 let half = data.len() / 2;
                 let r = client
@@ -84,12 +89,7 @@ async fn client_loop(
                     .send()
                     .await
                     .ok()?;
-                let loc = r.headers().get("location")?.to_str().ok()?.to_string();
-                let url = if loc.starts_with("http") {
-                    loc
-                } else {
-                    format!("{base}{loc}")
-                };
+                let url = next_url(&base, &r)?;
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let r = client
                     .put(format!("{url}{sep}digest={d}"))
@@ -109,12 +109,7 @@ async fn client_loop(
                     .send()
                     .await
                     .ok()?;
-                let loc = r.headers().get("location")?.to_str().ok()?.to_string();
-                let url = if loc.starts_with("http") {
-                    loc
-                } else {
-                    format!("{base}{loc}")
-                };
+                let url = next_url(&base, &r)?;
                 let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
                     data.chunks(7000).map(|c| Ok(c.to_vec())).collect();
                 let r = client
@@ -125,12 +120,7 @@ async fn client_loop(
                     .send()
                     .await
                     .ok()?;
-                let loc = r.headers().get("location")?.to_str().ok()?.to_string();
-                let url = if loc.starts_with("http") {
-                    loc
-                } else {
-                    format!("{base}{loc}")
-                };
+                let url = next_url(&base, &r)?;
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let r = client
                     .put(format!("{url}{sep}digest={d}"))

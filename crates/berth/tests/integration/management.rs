@@ -8,7 +8,7 @@ async fn delete(app: &TestApp, path: &str) -> reqwest::Response {
     app.client.delete(app.url(path)).send().await.unwrap()
 }
 
-async fn tags(app: &TestApp, repo: &str) -> Option<Vec<String>> {
+pub(crate) async fn tags(app: &TestApp, repo: &str) -> Option<Vec<String>> {
     let resp = app
         .client
         .get(app.url(&format!("/v2/{repo}/tags/list")))

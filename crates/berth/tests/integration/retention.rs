@@ -6,19 +6,7 @@ use crate::gc::gc;
 use crate::helpers::*;
 
 async fn tags(app: &TestApp, repo: &str) -> Vec<String> {
-    let v: serde_json::Value = app
-        .client
-        .get(app.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
+    crate::management::tags(app, repo).await.unwrap_or_default()
 }
 
 async fn manifest_status(app: &TestApp, repo: &str, digest: &str) -> u16 {
