@@ -277,6 +277,18 @@ def test_admin_sees_storage_and_runs_the_collector(ui):
     form.get_by_label("Namespace").fill("bob")
     form.get_by_role("button", name="Set quota").click()
     assert "bob has no quota now" in u.flash()
+    # A retention rule added in the form is what the API lists; removing it works.
+    rule = u.page.get_by_test_id("retention-form")
+    rule.get_by_label("Repositories").fill("web/*")
+    rule.get_by_label("Tags", exact=True).fill("v*")
+    rule.get_by_label("Keep newest tags").fill("3")
+    rule.get_by_role("button", name="Add rule").click()
+    assert "web/*: keep the newest 3 tags matching v*" in u.flash()
+    rules = api(u.reg, "GET", "/api/v1/retention")[1]
+    assert [(r["repositories"], r["tags"], r["keep_tags"]) for r in rules] == [("web/*", "v*", 3)]
+    u.page.get_by_test_id("retention-rules").get_by_role("button", name="Remove").click()
+    assert "Removed the retention rule" in u.flash()
+    assert api(u.reg, "GET", "/api/v1/retention")[1] == []
     u.page.get_by_label("Dry run (report only)").check()
     u.page.get_by_role("button", name="Run garbage collection now").click()
     assert "dry run" in u.flash().lower()

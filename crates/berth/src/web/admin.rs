@@ -56,6 +56,12 @@ struct RegistryPage {
     interval: String,
     grace: String,
     untagged: String,
+    rules: Vec<RuleRow>,
+}
+
+pub struct RuleRow {
+    pub text: String,
+    pub remove_url: String,
 }
 
 const CHART_ROWS: usize = 12;
@@ -139,6 +145,16 @@ pub async fn registry(web: Web) -> PageResult {
         interval: String::from(app.config.gc.interval.clone()),
         grace: String::from(app.config.gc.grace_period.clone()),
         untagged: format!("{:?}", app.config.gc.untagged).to_lowercase(),
+        rules: app
+            .gc
+            .retention_rules()
+            .await?
+            .iter()
+            .map(|r| RuleRow {
+                text: crate::cli::retention::describe(r),
+                remove_url: format!("/admin/retention/{}/remove", r.id),
+            })
+            .collect(),
     };
     Ok(web.page(&page))
 }
@@ -201,6 +217,79 @@ pub async fn quota(web: Web, State(app): State<AppState>, Form(f): Form<QuotaFor
         "/admin",
         format!("The quota of {ns} is {} now.", bytes(size)),
     )
+}
+
+#[derive(Deserialize)]
+pub struct RuleForm {
+    csrf: String,
+    repositories: String,
+    #[serde(default)]
+    tags: String,
+    #[serde(default)]
+    keep_tags: String,
+    #[serde(default)]
+    untagged_days: String,
+}
+
+pub async fn retention_add(
+    web: Web,
+    State(app): State<AppState>,
+    Form(f): Form<RuleForm>,
+) -> PageResult {
+    web.check_form(&f.csrf)?;
+    let number = |v: &str| -> Result<Option<i32>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| format!("{v:?} is not a number of at least 0."))
+    };
+    let (keep_tags, untagged_days) = match (number(&f.keep_tags), number(&f.untagged_days)) {
+        (Ok(k), Ok(u)) => (k, u),
+        (Err(e), _) | (_, Err(e)) => return Ok(web.done("/admin", false, e)),
+    };
+    if keep_tags.is_none() && untagged_days.is_none() {
+        return Ok(web.done(
+            "/admin",
+            false,
+            "A rule needs a number of tags to keep, an age for untagged images, or both.",
+        ));
+    }
+    let tags = f.tags.trim();
+    let rule = crate::meta::gc::RetentionRule {
+        id: 0,
+        repositories: f.repositories.trim().to_string(),
+        tags: if tags.is_empty() {
+            "*".into()
+        } else {
+            tags.to_string()
+        },
+        keep_tags,
+        untagged_days,
+    };
+    let text = crate::cli::retention::describe(&rule);
+    let r = gc::retention_add(State(app), web.api(), Json(rule)).await;
+    web.outcome(
+        r,
+        "/admin",
+        "/admin",
+        format!("Added the rule {text}. The next collection applies it; a dry run previews it."),
+    )
+}
+
+pub async fn retention_remove(
+    web: Web,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    web.check_form(&f.csrf)?;
+    gc::retention_remove(State(app), web.api(), Path(id)).await?;
+    Ok(web.done("/admin", true, "Removed the retention rule."))
 }
 
 pub struct UserRow {

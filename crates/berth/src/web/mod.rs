@@ -42,6 +42,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin", get(admin::registry))
         .route("/admin/gc", post(admin::gc))
         .route("/admin/quota", post(admin::quota))
+        .route("/admin/retention", post(admin::retention_add))
+        .route(
+            "/admin/retention/{id}/remove",
+            post(admin::retention_remove),
+        )
         .route("/admin/users", get(admin::users).post(admin::user_create))
         .route("/admin/users/{name}", get(admin::user))
         .route(
