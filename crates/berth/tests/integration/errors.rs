@@ -711,3 +711,105 @@ async fn open_upload_sessions_are_limited_per_user() {
         .unwrap();
     assert_eq!(resp.status(), 201);
 }
+
+/// Writes `head` and `body` on a fresh connection, half-closes it, and returns what
+/// the server answered (empty if it just closed).
+async fn raw_exchange(app: &TestApp, head: String, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let _ = s.write_all(body).await;
+    let _ = s.shutdown().await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// A chunk shorter than its Content-Length (the client gives up half-way): nothing of it
+/// is kept, and the session continues from where it was.
+#[tokio::test]
+async fn a_body_shorter_than_announced_leaves_the_upload_as_it_was() {
+    let app = TestApp::start().await;
+    let upload = start_upload(&app, "short/app").await;
+    let path =
+        upload.path().to_string() + &upload.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: registry\r\nContent-Type: application/octet-stream\r\n\
+         Content-Range: 0-99999\r\nContent-Length: 100000\r\n\r\n"
+    );
+    raw_exchange(&app, head, &random_bytes(50_000)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let status = app.client.get(upload.clone()).send().await.unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(
+        header(&status, "range").as_deref(),
+        Some("0-0"),
+        "the half chunk is not kept"
+    );
+    // The client tries again, whole: the blob is complete.
+    let data = random_bytes(100_000);
+    let resp = app
+        .client
+        .patch(upload.clone())
+        .header("content-range", "0-99999")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let d = sha256_digest(&data);
+    let resp = app
+        .client
+        .put(with_query(location(&resp), "digest", &d))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_blob(&app, "short/app", &d, &data).await;
+}
+
+/// A body longer than its Content-Length: the blob is exactly the announced bytes (and
+/// so fails its digest if the client meant all of them); the rest is not a request.
+#[tokio::test]
+async fn a_body_longer_than_announced_is_cut_at_the_announced_length() {
+    let app = TestApp::start().await;
+    let data = random_bytes(1000);
+    let d = sha256_digest(&data[..600]);
+    let head = format!(
+        "POST /v2/long/app/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: registry\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 600\r\n\r\n"
+    );
+    let answer = raw_exchange(&app, head, &data).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // The 400 extra bytes were read as a (malformed) next request, not stored.
+    assert_blob(&app, "long/app", &d, &data[..600]).await;
+}
+
+/// Manifests nested deeper than the limit are refused before anything is stored.
+#[tokio::test]
+async fn a_manifest_nested_too_deep_is_400_manifest_invalid() {
+    let app = TestApp::start().await;
+    let img = make_image(&app, "deep/app").await;
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    let mut nested = serde_json::json!("bottom");
+    for _ in 0..200 {
+        nested = serde_json::json!([nested]);
+    }
+    m["annotations"] = serde_json::json!({ "x": "y" });
+    m["extra"] = nested;
+    let bytes = serde_json::to_vec(&m).unwrap();
+    let resp = put_manifest(&app, "deep/app", "v1", OCI_MANIFEST, &bytes).await;
+    assert_oci_error(resp, 400, "MANIFEST_INVALID").await;
+    let resp = app
+        .client
+        .get(app.url("/v2/deep/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["tags"].as_array().is_none_or(|t| t.is_empty()),
+        "nothing was tagged: {v}"
+    );
+}
