@@ -135,12 +135,19 @@ def test_imported_images_are_byte_identical_and_pull_completely(distribution, im
 
 
 def test_a_second_import_copies_nothing_and_changes_nothing(distribution, imported):
-    _, storage, _ = distribution
+    _, storage, skopeo = distribution
+    berth = Skopeo(skopeo.env, imported["host"])
+    # A tag moved in Berth since the first import stays where Berth has it.
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+           berth.ref("library/app", "v2"), berth.ref("library/app", "v1"))
+    moved = berth.raw(berth.ref("library/app", "v1"))
     again = run([imported["berth"], "import-distribution", str(storage), "--data-dir",
                  str(imported["data"])], timeout=300).stdout
-    assert "copied 0 blobs" in again and "imported 4 repositories, 5 tags" in again, again
+    assert "copied 0 blobs" in again and "imported 4 repositories, 0 tags" in again, again
+    assert "5 tags already present" in again, again
     fsck = run([imported["berth"], "fsck", "--data-dir", str(imported["data"])]).stdout
     assert "fsck: clean" in fsck, fsck
+    assert berth.raw(berth.ref("library/app", "v1")) == moved, "the import moved a tag back"
 
 
 def test_a_directory_that_is_not_distribution_storage_is_refused(imported, tmp_path):

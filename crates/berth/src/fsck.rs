@@ -121,16 +121,21 @@ impl Fsck {
             after = Some(last.to_string());
             for (d, size) in page {
                 report.rows_checked += 1;
-                match files.get(&d) {
-                    None => problems.push((d.clone(), BlobProblem::Missing)),
-                    Some(&actual) if actual != size => problems.push((
-                        d.clone(),
-                        BlobProblem::Size {
-                            recorded: size,
-                            actual,
-                        },
-                    )),
-                    Some(_) => {}
+                let listed = files.get(&d).copied();
+                if listed != Some(size) {
+                    // A push may have committed its file after the listing: look again
+                    // before calling anything missing or wrong.
+                    match self.blobs.stat(&d).await? {
+                        None => problems.push((d.clone(), BlobProblem::Missing)),
+                        Some(actual) if actual != size => problems.push((
+                            d.clone(),
+                            BlobProblem::Size {
+                                recorded: size,
+                                actual,
+                            },
+                        )),
+                        Some(_) => {}
+                    }
                 }
                 rows.insert(d);
             }

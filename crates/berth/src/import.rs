@@ -13,8 +13,8 @@
 //! Every blob is streamed through the blob store's verifying `put` (a digest mismatch is
 //! reported and that blob skipped, never stored); manifests are validated like a push
 //! and recorded children first. Running it again imports only what is missing and
-//! changes nothing else: blobs already stored are not copied, links and tags are
-//! upserts.
+//! changes nothing else: blobs already stored are not copied, manifests and tags Berth
+//! already has are left as they are (a tag pushed to Berth since is never moved back).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub struct Report {
     pub blobs_copied: u64,
     pub bytes_copied: u64,
     pub blobs_present: u64,
+    /// Tags Berth already had (left as they are).
+    pub tags_present: u64,
     /// What could not be imported, and why.
     pub problems: Vec<String>,
 }
@@ -276,6 +278,11 @@ impl Importer {
                     }
                     pending.remove(&d);
                     progressed = true;
+                    // Already in Berth (an earlier run, or pushed since): left as it is.
+                    if self.meta.manifest_by_digest(&repo, &d).await?.is_some() {
+                        recorded.push(d);
+                        continue;
+                    }
                     match self.record(&repo, &d, m, *size, None, report).await {
                         Ok(()) => {
                             report.manifests += 1;
@@ -301,6 +308,12 @@ impl Importer {
                         continue;
                     }
                 };
+                // A tag Berth already has is Berth's now (imported before, or pushed
+                // since): a later run never moves it back.
+                if self.meta.manifest_by_tag(&repo, &t).await?.is_some() {
+                    report.tags_present += 1;
+                    continue;
+                }
                 let Some((m, size)) = parsed.get(d).filter(|_| recorded.contains(d)) else {
                     report.problems.push(format!(
                         "{repo}:{tag} points at {d}, which was not imported; skipped"

@@ -43,8 +43,15 @@ pub fn router(app: AppState) -> Router {
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
         .route("/auth/token", get(token::token).post(token::token))
-        .merge(v1::router())
-        .merge(crate::web::router())
+        .merge(
+            // Their bodies are read whole by extractors: a stalled one is cut off like
+            // a stalled upload (limits.body_idle_timeout).
+            v1::router().merge(crate::web::router()).layer(
+                tower_http::timeout::RequestBodyTimeoutLayer::new(
+                    app.config.limits.body_idle_timeout.get(),
+                ),
+            ),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))

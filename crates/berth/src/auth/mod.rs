@@ -60,6 +60,9 @@ pub fn check_token_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(|c| c.is_control()) {
         anyhow::bail!("a token name must have 1 to 64 printable characters");
     }
+    if name == "." || name == ".." || name.contains('/') {
+        anyhow::bail!("a token name can't be . or .. or contain /");
+    }
     Ok(())
 }
 

