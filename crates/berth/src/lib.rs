@@ -8,7 +8,7 @@
 //! - [`gc`]: online garbage collection; [`fsck`]: consistency checks; [`import`]:
 //!   `berth import-distribution`;
 //! - [`server`]: listening, graceful shutdown;
-//! - [`web`]: the web UI at `/`;
+//! - [`web`]: the web UI at `/`; [`human`]: sizes and times as people read them;
 //! - [`k8s`]: `berth k8s`, the development registry for Kubernetes;
 //! - [`cli`]: one module per subcommand.
 //!
@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod fsck;
 pub mod gc;
+pub mod human;
 pub mod import;
 pub mod k8s;
 pub mod meta;

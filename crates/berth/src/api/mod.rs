@@ -194,7 +194,7 @@ impl Ctx {
         if has || used.saturating_add(adding) <= quota {
             return Ok(());
         }
-        use crate::web::format::bytes;
+        use crate::human::bytes;
         Err(ErrorCode::Denied
             .msg(format!(
                 "storage quota exceeded: namespace {ns} uses {} of its {} quota, and this push needs {} more; \

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use super::Cli;
 use crate::app::Stores;
 use crate::fsck::{BlobProblem, Fsck, Progress};
-use crate::web::format::bytes;
+use crate::human::bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

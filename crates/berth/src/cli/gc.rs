@@ -8,8 +8,8 @@ use super::Cli;
 use crate::app::Stores;
 use crate::config::parse_duration;
 use crate::gc::{Collector, Options, Progress};
+use crate::human::bytes;
 use crate::meta::gc::Retained;
-use crate::web::format::bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use super::Cli;
 use crate::app::Stores;
+use crate::human::bytes;
 use crate::import::{scan, v2_root, Importer, Progress, Report};
-use crate::web::format::bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::{audit, check_name, Cli};
 use crate::app::Stores;
 use crate::config::parse_size;
-use crate::web::format::bytes;
+use crate::human::bytes;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -7,12 +7,12 @@ use axum::response::Response;
 use axum::{Form, Json};
 use serde::Deserialize;
 
-use super::format::{ago, bytes, duration, seg, when};
 use super::images::{repo_url, ConfirmPage, RepoRow};
 use super::session::CsrfForm;
 use super::{Chrome, PageResult, Web};
 use crate::api::v1::{gc, teams, tokens, users};
 use crate::app::AppState;
+use crate::human::{ago, bytes, duration, seg, when};
 use crate::meta::accounts::{AccessToken, User};
 
 pub struct NamespaceRow {

@@ -8,12 +8,12 @@ use futures_util::TryStreamExt;
 use oci::{Digest, RepoName};
 use serde::Deserialize;
 
-use super::format::{ago, bytes, seg, short_digest, when};
 use super::session::CsrfForm;
 use super::{Chrome, PageError, PageResult, Web};
 use crate::api::v1::repositories::{self, repo_for};
 use crate::app::{App, AppState};
 use crate::auth::acl::Actions;
+use crate::human::{ago, bytes, seg, short_digest, when};
 use crate::meta::TagFilter;
 
 const PAGE: u32 = 50;

@@ -24,7 +24,6 @@ use crate::app::AppState;
 mod account;
 mod admin;
 mod assets;
-pub(crate) mod format;
 mod images;
 pub mod session;
 

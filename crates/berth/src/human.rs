@@ -1,4 +1,4 @@
-//! Numbers and times as people read them.
+//! Numbers and times as people read them (the web UI and the CLI both print them).
 
 use crate::meta::now_ms;
 
