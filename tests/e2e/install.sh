@@ -24,6 +24,8 @@ pkgs+=(chromium)
 # tests/e2e/test_import.py fills a real CNCF distribution registry
 # (../shared/peers/distribution.sh) and imports its storage directory.
 pkgs+=(docker-registry)
+# The PostgreSQL metadata tests run against a real server (tests/services/start.sh).
+pkgs+=(postgresql)
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
@@ -54,9 +56,24 @@ fi
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 python3 -m pip install -q -r "$here/requirements.txt"
 
+# The S3 blob store tests run against Garage, a real S3-compatible object store, built
+# once from crates.io into ~/.cache/berth-ci/tools (reused by later runs; about 10 minutes
+# on 2 cores the first time). Only the SQLite metadata engine is built in; no LTO.
+tools=${BERTH_TOOLS_DIR:-$HOME/.cache/berth-ci/tools}
+if [ ! -x "$tools/bin/garage" ]; then
+  echo "install.sh: cargo install garage 2.5.0 into $tools"
+  CARGO_TARGET_DIR="$tools/garage-target" CARGO_PROFILE_RELEASE_LTO=off \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install garage --version 2.5.0 --locked --root "$tools" \
+      --no-default-features --features bundled-libs,sqlite
+  rm -rf "$tools/garage-target"
+fi
+
 skopeo --version
 podman --version
 docker --version
 umoci --version
 chromium --version
+"$tools/bin/garage" --version 2>/dev/null | head -1 || "$tools/bin/garage" --help | head -1
+ls -d /usr/lib/postgresql/*/bin
 python3 -c 'import oras.version, pytest; print("oras", oras.version.__version__, "/ pytest", pytest.__version__)'
