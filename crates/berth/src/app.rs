@@ -52,8 +52,14 @@ impl Stores {
 
     /// The blob store the configuration names.
     pub fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+        Self::open_blobs_as(config, &config.storage.backend)
+    }
+
+    /// The blob store of `backend` ("fs" or "s3") with the configuration's settings for
+    /// it, whichever backend the configuration serves from (for migrate-storage).
+    pub fn open_blobs_as(config: &Config, backend: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
         let data_dir = &config.storage.data_dir;
-        match config.storage.backend.as_str() {
+        match backend {
             "fs" => Ok(Arc::new(
                 FsBlobStore::open(data_dir.join("blobstore"))
                     .with_context(|| format!("opening blob store in {}", data_dir.display()))?,

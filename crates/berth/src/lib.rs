@@ -9,7 +9,9 @@
 //!   `berth import-distribution`;
 //! - [`server`]: listening, graceful shutdown;
 //! - [`web`]: the web UI at `/`; [`human`]: sizes and times as people read them;
-//! - [`k8s`]: `berth k8s`, the development registry for Kubernetes;
+//! - [`k8s`]: `berth k8s`, the development registry for Kubernetes (and `render --ha`,
+//!   the production one of several replicas);
+//! - [`migrate`]: `berth migrate-storage`, moving blobs between the stores;
 //! - [`cli`]: one module per subcommand.
 //!
 //! Dependency direction: cli → server → api → (meta, blobstore) → oci.
@@ -25,6 +27,7 @@ pub mod human;
 pub mod import;
 pub mod k8s;
 pub mod meta;
+pub mod migrate;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::k8s::settings::{Partial, Settings};
-use crate::k8s::{apply, need_local, render, rewrite};
+use crate::k8s::{apply, ha, need_local, render, rewrite};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,8 +18,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum K8sCommand {
-    /// Print the registry's Kubernetes objects as multi-document YAML.
-    Render(SettingsArgs),
+    /// Print the registry's Kubernetes objects as multi-document YAML (with --ha: a
+    /// production registry of several replicas on PostgreSQL and S3).
+    Render(Box<RenderArgs>),
     /// Deploy the registry into the cluster and print its address, localhost:NODE_PORT.
     Deploy(DeployArgs),
     /// Show the deployed registry: workload, address, volumes, pods.
@@ -112,6 +113,100 @@ impl SettingsArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(flatten)]
+    pub ha: HaArgs,
+}
+
+/// `render --ha`: several stateless replicas on an external PostgreSQL and S3 bucket,
+/// credentials from a Secret (keys metadata-url, s3-access-key-id, s3-secret-access-key
+/// and optionally admin-password). Uses the namespace, name, image and port settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HaArgs {
+    /// Render the production registry: a Deployment of --replicas replicas, a
+    /// PodDisruptionBudget and a Service.
+    #[arg(long)]
+    pub ha: bool,
+    /// Number of replicas.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "ha")]
+    pub replicas: i32,
+    /// The Secret holding the credentials [default: <name>-config].
+    #[arg(long, value_name = "NAME", requires = "ha")]
+    pub secret: Option<String>,
+    /// The S3 endpoint, e.g. https://minio.storage:9000 [default: AWS S3].
+    #[arg(long, value_name = "URL", requires = "ha")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region.
+    #[arg(
+        long,
+        value_name = "REGION",
+        default_value = "us-east-1",
+        requires = "ha"
+    )]
+    pub s3_region: String,
+    /// The bucket holding the blobs (required with --ha).
+    #[arg(long, value_name = "BUCKET", requires = "ha")]
+    pub s3_bucket: Option<String>,
+    /// Answer blob pulls with a redirect to a presigned URL of the bucket.
+    #[arg(long, requires = "ha")]
+    pub s3_redirect: bool,
+    /// The registry's public base URL, e.g. https://registry.example.com.
+    #[arg(long, value_name = "URL", requires = "ha")]
+    pub public_url: Option<String>,
+    /// The Service's type: ClusterIP (behind an Ingress), LoadBalancer or NodePort.
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "ClusterIP",
+        requires = "ha"
+    )]
+    pub service_type: String,
+}
+
+impl RenderArgs {
+    fn ha_settings(&self, context_namespace: Option<&str>) -> anyhow::Result<ha::HaSettings> {
+        let f = &self.settings;
+        for (set, flag) in [
+            (f.persistence.is_some(), "--persistence"),
+            (f.persistence_size.is_some(), "--persistence-size"),
+            (f.storage_class.is_some(), "--storage-class"),
+            (f.localbuild.is_some(), "--localbuild"),
+            (f.buildkit_image.is_some(), "--buildkit-image"),
+        ] {
+            if set {
+                anyhow::bail!(
+                    "{flag} has no meaning with --ha: the replicas keep no state of their own \
+                     (blobs are in the bucket, the rest in PostgreSQL) and build nothing"
+                );
+            }
+        }
+        let s = f.settings(context_namespace)?;
+        let h = &self.ha;
+        let out = ha::HaSettings {
+            secret: h
+                .secret
+                .clone()
+                .unwrap_or_else(|| format!("{}-config", s.name)),
+            namespace: s.namespace,
+            name: s.name,
+            image: s.image,
+            port: s.port,
+            replicas: h.replicas,
+            s3_endpoint: h.s3_endpoint.clone().unwrap_or_default(),
+            s3_region: h.s3_region.clone(),
+            s3_bucket: h.s3_bucket.clone().unwrap_or_default(),
+            s3_redirect: h.s3_redirect,
+            public_url: h.public_url.clone(),
+            service_type: h.service_type.clone(),
+        };
+        out.check()?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DeployArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
@@ -170,11 +265,17 @@ pub struct NeedLocalArgs {
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
-        K8sCommand::Render(s) => {
+        K8sCommand::Render(r) => {
             // Fail on a bad file or flag before looking at the kube config.
-            s.precheck()?;
-            let settings = s.settings(apply::context_namespace().as_deref())?;
-            let yaml = render::to_yaml(&render::objects(&settings))?;
+            r.settings.precheck()?;
+            let namespace = apply::context_namespace();
+            let yaml = if r.ha.ha {
+                ha::to_yaml(&ha::objects(&r.ha_settings(namespace.as_deref())?))?
+            } else {
+                render::to_yaml(&render::objects(
+                    &r.settings.settings(namespace.as_deref())?,
+                ))?
+            };
             std::io::stdout().write_all(yaml.as_bytes())?;
             Ok(())
         }

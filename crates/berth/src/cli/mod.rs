@@ -12,6 +12,7 @@ pub mod fsck;
 pub mod gc;
 pub mod import;
 pub mod k8s;
+pub mod migrate;
 pub mod quota;
 pub mod retention;
 pub mod serve;
@@ -45,6 +46,8 @@ pub enum Command {
     Fsck(fsck::Args),
     /// Import a registry:2 (CNCF distribution) filesystem storage directory.
     ImportDistribution(import::Args),
+    /// Copy every blob between the filesystem store and S3 (verified, resumable).
+    MigrateStorage(migrate::StorageArgs),
     /// Manage users (a user owns the namespace of their name).
     #[command(subcommand)]
     User(user::Command),
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc(args) => gc::run(&cli, args).await,
         Command::Fsck(args) => fsck::run(&cli, args).await,
         Command::ImportDistribution(args) => import::run(&cli, args).await,
+        Command::MigrateStorage(args) => migrate::storage(&cli, args).await,
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,

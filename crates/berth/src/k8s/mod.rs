@@ -11,7 +11,10 @@
 //! - [`rewrite`]: image references in manifests → `localhost:NODE_PORT/<path>`;
 //! - [`need_local`]: whether the local registry is needed for an image (may the caller
 //!   push to its registry? is the cluster a KinD cluster?);
-//! - [`reference`]: image reference parsing shared by the above.
+//! - [`reference`]: image reference parsing shared by the above;
+//! - [`ha`]: `render --ha`, the production registry instead: a Deployment of several
+//!   stateless replicas on an external PostgreSQL and S3 bucket (credentials from a
+//!   Secret), a PodDisruptionBudget and a Service.
 //!
 //! Every object carries the labels of [`labels`]; `app.kubernetes.io/managed-by=berth`
 //! marks what `cleanup` may remove, and deploy refuses to take over same-named objects
@@ -20,6 +23,7 @@
 use std::collections::BTreeMap;
 
 pub mod apply;
+pub mod ha;
 pub mod need_local;
 pub mod reference;
 pub mod render;

@@ -830,6 +830,123 @@ async fn rendered_objects_pass_the_api_servers_validation() {
     }
 }
 
+/// `render --ha` from the command line: a Service, a PodDisruptionBudget and a Deployment
+/// that the API server accepts as they are (dry run). The test server is Kubernetes 1.20,
+/// which serves PodDisruptionBudgets only as policy/v1beta1 (policy/v1 came in 1.21, and
+/// the HA render targets current clusters), so the budget's spec is checked under that
+/// version: its fields (selector, maxUnavailable) are the same in both.
+#[tokio::test]
+async fn ha_render_passes_the_api_servers_validation() {
+    let c = cluster_or_skip!("ha_render_passes_the_api_servers_validation");
+    let ns = namespace("ha");
+    let client = client(c).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let r = ok(
+        berth(
+            c,
+            &[
+                "k8s",
+                "render",
+                "--ha",
+                "-n",
+                &ns,
+                "--name",
+                "images",
+                "--replicas",
+                "4",
+                "--s3-endpoint",
+                "http://minio.storage:9000",
+                "--s3-bucket",
+                "layers",
+                "--s3-redirect",
+                "--public-url",
+                "https://registry.example.com",
+                "--service-type",
+                "LoadBalancer",
+            ],
+        ),
+        "render --ha",
+    );
+    let docs: Vec<serde_json::Value> = r
+        .stdout
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Service", "PodDisruptionBudget", "Deployment"]);
+    let params = PatchParams::apply("berth").dry_run();
+
+    let svc: Service = serde_json::from_value(docs[0].clone()).unwrap();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let back = services
+        .patch("images", &params, &Patch::Apply(&svc))
+        .await
+        .unwrap_or_else(|e| panic!("Service: {e}"));
+    assert_eq!(back.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+
+    let mut pdb = docs[1].clone();
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    pdb["apiVersion"] = json!("policy/v1beta1");
+    let resource = kube::api::ApiResource {
+        group: "policy".into(),
+        version: "v1beta1".into(),
+        api_version: "policy/v1beta1".into(),
+        kind: "PodDisruptionBudget".into(),
+        plural: "poddisruptionbudgets".into(),
+    };
+    let budgets: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &resource);
+    let back = budgets
+        .patch("images", &params, &Patch::Apply(&pdb))
+        .await
+        .unwrap_or_else(|e| panic!("PodDisruptionBudget: {e}"));
+    assert_eq!(back.data["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        back.data["spec"]["selector"]["matchLabels"]["app"],
+        "images"
+    );
+
+    let d: Deployment = serde_json::from_value(docs[2].clone()).unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let back = deployments
+        .patch("images", &params, &Patch::Apply(&d))
+        .await
+        .unwrap_or_else(|e| panic!("Deployment: {e}"));
+    let spec = back.spec;
+    assert_eq!(spec.replicas, Some(4));
+    let container = &spec.template.spec.unwrap().containers[0];
+    let env: std::collections::BTreeMap<String, serde_json::Value> = container
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name.clone(), serde_json::to_value(e).unwrap()))
+        .collect();
+    assert_eq!(env["BERTH_STORAGE__S3__BUCKET"]["value"], "layers");
+    assert_eq!(env["BERTH_STORAGE__S3__REDIRECT"]["value"], "true");
+    assert_eq!(
+        env["BERTH_METADATA__URL"]["valueFrom"]["secretKeyRef"],
+        json!({"name": "images-config", "key": "metadata-url"})
+    );
+    assert_eq!(
+        env["BERTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"],
+        true
+    );
+    assert!(!container
+        .args
+        .clone()
+        .unwrap()
+        .contains(&"--no-auth".to_string()));
+}
+
 // ---------------------------------------------------------------------------------------
 // render: no cluster needed
 // ---------------------------------------------------------------------------------------
@@ -860,6 +977,35 @@ fn render_prints_multi_document_yaml_with_every_namespace() {
         pod["containers"][0]["image"],
         format!("ghcr.io/berth-registry/berth:{}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn render_ha_names_what_it_is_missing_or_cannot_use() {
+    let r = run(&mut berth_cmd(None, &["k8s", "render", "--ha", "-n", "x"]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--ha needs --s3-bucket"), "{}", r.stderr);
+    let r = run(&mut berth_cmd(
+        None,
+        &[
+            "k8s",
+            "render",
+            "--ha",
+            "-n",
+            "x",
+            "--s3-bucket",
+            "b",
+            "--persistence",
+        ],
+    ));
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--persistence has no meaning with --ha"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&mut berth_cmd(None, &["k8s", "render", "--replicas", "3"]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--ha"), "{}", r.stderr);
 }
 
 #[test]
