@@ -3,7 +3,8 @@
 By default a `berth serve --no-auth` is started on a free loopback port with a temporary
 data dir (binary from $BERTH_BIN, default /root/.cache/berth-target/debug/berth).
 Set BERTH_E2E_EXTERNAL_URL=http://HOST:PORT to test an already running registry instead
-(for example the CNCF distribution registry).
+(for example the CNCF distribution registry). Set BERTH_E2E_REPLICAS=2 to test several
+replicas on PostgreSQL and S3 behind a round-robin proxy instead (replicas.py).
 """
 
 from __future__ import annotations
@@ -116,6 +117,16 @@ def registry(tmp_path_factory) -> str:
     if not (os.path.isfile(berth) and os.access(berth, os.X_OK)):
         pytest.fail(f"berth binary {berth} not found: build it (cargo build -p berth) or set "
                     "BERTH_BIN, or set BERTH_E2E_EXTERNAL_URL", pytrace=False)
+    if replica_count():
+        reps = start_replicas(berth, tmp_path_factory.mktemp("berth-replicas"), ["--no-auth"])
+        _REPLICAS["open"] = reps
+        try:
+            yield reps.host
+        finally:
+            reps.stop()
+            for name in reps.logs():
+                _SERVER_LOG.pop(name, None)
+        return
     base = tmp_path_factory.mktemp("berth")
     data_dir = base / "data"
     log_path = base / "berth.log"
@@ -158,6 +169,36 @@ def pytest_runtest_makereport(item, call):
         for name, path in _SERVER_LOG.items():
             title = "berth server log" if name == "path" else f"berth server log ({name})"
             rep.sections.append((f"{title} (tail)", _log_tail(path, 8000)))
+
+
+def replica_count() -> int:
+    """BERTH_E2E_REPLICAS, or 0 for one embedded-default berth."""
+    n = int(os.environ.get("BERTH_E2E_REPLICAS") or 0)
+    if n == 1 or n < 0:
+        pytest.fail("BERTH_E2E_REPLICAS must be 2 or more", pytrace=False)
+    return n
+
+
+# The Replicas the `registry` fixture started ("open"), for test_replicas.py.
+_REPLICAS: dict = {}
+
+
+def start_replicas(berth: str, base: Path, args: list, extra_env: dict | None = None):
+    """`replica_count()` replicas on a fresh database and bucket prefix, behind nginx."""
+    from replicas import Replicas, missing_services
+
+    gone = missing_services()
+    if gone:
+        pytest.fail(f"BERTH_E2E_REPLICAS needs the test services ({', '.join(gone)} unset): "
+                    "run tests/services/start.sh DIR and source DIR/env", pytrace=False)
+    try:
+        reps = Replicas.start(berth, base, replica_count(), _free_port, args=args,
+                              extra_env=extra_env, ready_timeout=READY_TIMEOUT_S)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    for name, path in reps.logs().items():
+        _SERVER_LOG[name] = path
+    return reps
 
 
 # --------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ pkgs+=(chromium)
 pkgs+=(docker-registry)
 # The PostgreSQL metadata tests run against a real server (tests/services/start.sh).
 pkgs+=(postgresql)
+# BERTH_E2E_REPLICAS=2 runs the client tests against two replicas behind nginx, which
+# hands each request to the next replica (tests/e2e/replicas.py).
+pkgs+=(nginx)
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done

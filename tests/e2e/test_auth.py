@@ -41,7 +41,9 @@ from conftest import (
     _log_tail,
     make_client_env,
     missing,
+    replica_count,
     require_binary,
+    start_replicas,
     stop_server,
 )
 from helpers import new_image_layout, run, run_expect_failure
@@ -55,8 +57,12 @@ class AuthRegistry:
     data_dir: Path
     berth: str
     passwords: dict = field(default_factory=dict)
+    # With BERTH_E2E_REPLICAS: the replicas (the CLI then works on their database).
+    replicas: object = None
 
     def cli(self, *args, input: str | None = None, check: bool = True):
+        if self.replicas is not None:
+            return self.replicas.cli(*args, input=input, check=check)
         return run([self.berth, *args, "--data-dir", self.data_dir], input=input, check=check,
                    timeout=60)
 
@@ -84,6 +90,9 @@ def auth_registry(tmp_path_factory):
         pytest.fail(f"berth binary {berth} not found: build it (cargo build -p berth) or set "
                     "BERTH_BIN", pytrace=False)
     base = tmp_path_factory.mktemp("berth-auth")
+    if replica_count():
+        yield from _auth_replicas(berth, base)
+        return
     data_dir = base / "data"
     log_path = base / "berth.log"
     host = f"127.0.0.1:{_free_port()}"
@@ -115,6 +124,24 @@ def auth_registry(tmp_path_factory):
     finally:
         stop_server(proc, log)
         _SERVER_LOG.pop("auth", None)
+
+
+def _auth_replicas(berth: str, base: Path):
+    """auth_registry as several replicas: tokens issued by one are checked by another."""
+    reps = start_replicas(berth, base, [], {"BERTH_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    try:
+        assert _http_status(f"http://{reps.host}/v2/") == 401
+        reg = AuthRegistry(host=reps.host, data_dir=base / "cli", berth=berth,
+                           passwords={"admin": ADMIN_PASSWORD}, replicas=reps)
+        reg.add_user("alice")
+        reg.add_user("bob")
+        reg.cli("team", "add", "web")
+        reg.cli("team", "member", "add", "web", "alice")
+        yield reg
+    finally:
+        reps.stop()
+        for name in reps.logs():
+            _SERVER_LOG.pop(name, None)
 
 
 @pytest.fixture

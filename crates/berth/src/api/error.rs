@@ -3,7 +3,10 @@
 //! Handlers return `Result<Response, ApiError>`. Anything a client caused is an
 //! [`OciError`] with the spec's code and a message written for the person reading it;
 //! anything else (database, disk) is logged with its cause and answered as a 500 that
-//! says nothing about internals. `anyhow` is used below this layer, never in answers.
+//! says nothing about internals — except a database that cannot be reached (restarting,
+//! failing over, out of connections), which is a 503 with `Retry-After`: the request
+//! changed nothing and may simply be sent again. `anyhow` is used below this layer,
+//! never in answers.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,9 +44,40 @@ impl From<ErrorCode> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        if database_unavailable(&e) {
+            tracing::warn!(error = format!("{e:#}"), "metadata database unavailable");
+            return ApiError::from(
+                ErrorCode::Unavailable.msg("the registry's database is unavailable; try again"),
+            )
+            .header("retry-after", "5");
+        }
         tracing::error!(error = format!("{e:#}"), "internal error");
         ErrorCode::Internal.into()
     }
+}
+
+/// Whether `e` says the database could not be reached or is going away, rather than
+/// that a query was wrong: the connection failed or broke, the pool waited in vain, or
+/// the server said it is shutting down, starting up, out of connections or failed over.
+pub fn database_unavailable(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                // SQLSTATE classes 08 (connection exception), 57P01..57P03 (admin or crash
+                // shutdown, cannot connect now), 53300 (too many connections), 25006
+                // (read-only transaction: a standby after a failover).
+                code.starts_with("08")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
+            }),
+            _ => false,
+        })
 }
 
 impl From<BlobError> for ApiError {
@@ -98,3 +132,36 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult = Result<Response, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: anyhow::Error) -> (u16, Option<String>) {
+        let r = ApiError::from(e).into_response();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), retry)
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_and_a_bad_query_a_500() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            anyhow::Error::from(sqlx::Error::PoolTimedOut).context("linking a blob"),
+            anyhow::Error::from(sqlx::Error::Io(refused)),
+            anyhow::Error::from(sqlx::Error::PoolClosed)
+                .context("a")
+                .context("b"),
+        ] {
+            assert_eq!(status(e), (503, Some("5".into())));
+        }
+        assert_eq!(
+            status(anyhow::Error::from(sqlx::Error::RowNotFound)),
+            (500, None)
+        );
+        assert_eq!(status(anyhow::anyhow!("disk full")), (500, None));
+    }
+}
