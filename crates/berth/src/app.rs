@@ -11,6 +11,7 @@ use crate::auth::VerifiedCache;
 use crate::config::Config;
 use crate::meta::accounts::{Accounts, AuditEntry, Created};
 use crate::meta::gc::GcStore;
+use crate::meta::postgres::{self, PostgresMetadata};
 use crate::meta::{now_ms, sqlite::SqliteMetadata, Metadata};
 
 pub type AppState = Arc<App>;
@@ -39,15 +40,26 @@ impl Stores {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-        if !config.metadata.url.is_empty() {
-            bail!("metadata.url: only the embedded SQLite database is supported by this build yet; leave it empty");
+        let url = config.metadata.url.as_str();
+        if url.is_empty() {
+            let sqlite = Arc::new(SqliteMetadata::open(&data_dir.join("berth.db")).await?);
+            return Ok(Stores {
+                meta: sqlite.clone(),
+                accounts: sqlite.clone(),
+                gc: sqlite,
+            });
         }
-        let sqlite = Arc::new(SqliteMetadata::open(&data_dir.join("berth.db")).await?);
-        Ok(Stores {
-            meta: sqlite.clone(),
-            accounts: sqlite.clone(),
-            gc: sqlite,
-        })
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            tracing::debug!(database = %postgres::describe(url), "opening the metadata database");
+            let pg = Arc::new(PostgresMetadata::open(url, config.metadata.max_connections).await?);
+            return Ok(Stores {
+                meta: pg.clone(),
+                accounts: pg.clone(),
+                gc: pg,
+            });
+        }
+        let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+        bail!("metadata.url: unsupported scheme {scheme:?}; leave it empty for SQLite in the data directory, or use postgres://user:password@host:port/database")
     }
 
     /// The blob store the configuration names.
@@ -97,8 +109,13 @@ impl App {
         let Stores { meta, accounts, gc } = Stores::open(&config).await?;
         let data_dir = &config.storage.data_dir;
         let blobs = Stores::open_blobs(&config)?;
-        let signer =
-            Signer::load_or_create(data_dir, &config.auth.service, config.auth.token_ttl.get())?;
+        let signer = Signer::open(
+            accounts.as_ref(),
+            data_dir,
+            &config.auth.service,
+            config.auth.token_ttl.get(),
+        )
+        .await?;
         if config.auth.enabled {
             bootstrap_admin(accounts.as_ref()).await?;
         }

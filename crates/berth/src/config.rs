@@ -81,11 +81,22 @@ pub struct S3 {
     pub secret_access_key: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetadataConfig {
-    /// Empty: SQLite inside the data directory.
+    /// Empty: SQLite inside the data directory; `postgres://…`: PostgreSQL.
     pub url: String,
+    /// PostgreSQL: connections this process keeps at most (each replica its own pool).
+    pub max_connections: u32,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,11 +1,12 @@
 //! Bearer tokens of the Docker token flow: short-lived JWTs signed with Ed25519.
 //!
-//! The signing key is generated at first start and kept in the data directory
-//! (`token-signing-key.pem`, mode 0600). Verification accepts only EdDSA with this key,
+//! The signing key is generated at first start and kept in the metadata database, so
+//! that every replica signs and verifies with the same one; a key file an older Berth
+//! left in the data directory (`token-signing-key.pem`) is imported instead, so tokens
+//! issued before the upgrade stay valid. Verification accepts only EdDSA with this key,
 //! this issuer and this audience (the `service`): `alg: none`, HMAC with the public key
 //! and tokens for another service are refused by construction.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +18,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::password::random_bytes;
+use crate::meta::accounts::Accounts;
 
 pub const ISSUER: &str = "berth";
-const KEY_FILE: &str = "token-signing-key.pem";
+/// Where Berth kept the key before it moved into the metadata database.
+const LEGACY_KEY_FILE: &str = "token-signing-key.pem";
 
 /// One entry of the `access` claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,47 +71,59 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the signing key, creating it (atomically, never overwriting) if absent.
-fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
-    let path = data_dir.join(KEY_FILE);
-    if !path.exists() {
-        let key = SigningKey::from_bytes(&random_bytes::<32>());
-        let pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .context("encoding the signing key")?;
-        let tmp = data_dir.join(format!(".{KEY_FILE}.{}", uuid::Uuid::new_v4()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-        // A hard link fails if another process created the key first; then use theirs.
-        let linked = std::fs::hard_link(&tmp, &path);
-        std::fs::remove_file(&tmp)?;
-        if let Err(e) = linked {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(e).with_context(|| format!("creating {}", path.display()));
+/// A new random key, as PKCS#8 PEM.
+pub fn generate_key_pem() -> anyhow::Result<String> {
+    let key = SigningKey::from_bytes(&random_bytes::<32>());
+    Ok(key
+        .to_pkcs8_pem(LineEnding::LF)
+        .context("encoding the signing key")?
+        .to_string())
+}
+
+/// The key file an older Berth kept in the data directory, if there is one: imported
+/// into the database once, so tokens it signed stay valid across the upgrade.
+pub fn legacy_key_pem(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(LEGACY_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => {
+            if let Err(e) = SigningKey::from_pkcs8_pem(&pem) {
+                bail!(
+                    "{} is not an Ed25519 PKCS#8 key ({e}); remove it to use the database's key",
+                    path.display()
+                );
             }
+            Ok(Some(pem))
         }
-    }
-    let pem =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    match SigningKey::from_pkcs8_pem(&pem) {
-        Ok(k) => Ok(k),
-        Err(e) => bail!(
-            "{} is not an Ed25519 PKCS#8 key ({e}); remove it to generate a new one",
-            path.display()
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
 impl Signer {
-    pub fn load_or_create(data_dir: &Path, service: &str, ttl: Duration) -> anyhow::Result<Signer> {
-        let key = load_or_create_key(data_dir)?;
+    /// The signer every process on this metadata database shares: the stored key, or
+    /// (first start) the data directory's legacy key file, or a new key.
+    pub async fn open(
+        accounts: &dyn Accounts,
+        data_dir: &Path,
+        service: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Signer> {
+        let candidate = match legacy_key_pem(data_dir)? {
+            Some(pem) => pem,
+            None => generate_key_pem()?,
+        };
+        let pem = accounts
+            .signing_key(&candidate)
+            .await
+            .context("reading the token signing key from the metadata database")?;
+        Signer::from_pem(&pem, service, ttl)
+    }
+
+    pub fn from_pem(pem: &str, service: &str, ttl: Duration) -> anyhow::Result<Signer> {
+        let key = match SigningKey::from_pkcs8_pem(pem) {
+            Ok(k) => k,
+            Err(e) => bail!("the stored token signing key is not an Ed25519 PKCS#8 key ({e})"),
+        };
         let private_pem = key.to_pkcs8_pem(LineEnding::LF)?;
         let public_pem = key.verifying_key().to_public_key_pem(LineEnding::LF)?;
         let kid = super::password::secret_hash(&public_pem)[..16].to_string();
@@ -185,14 +200,18 @@ mod tests {
     use super::*;
     use base64::Engine;
 
-    fn signer(dir: &Path, service: &str, ttl: u64) -> Signer {
-        Signer::load_or_create(dir, service, Duration::from_secs(ttl)).unwrap()
+    fn signer(pem: &str, service: &str, ttl: u64) -> Signer {
+        Signer::from_pem(pem, service, Duration::from_secs(ttl)).unwrap()
+    }
+
+    fn key() -> String {
+        generate_key_pem().unwrap()
     }
 
     #[test]
     fn issues_and_verifies_and_keeps_its_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = signer(dir.path(), "berth", 300);
+        let pem = key();
+        let s = signer(&pem, "berth", 300);
         let access = vec![Access {
             kind: "repository".into(),
             name: "alice/app".into(),
@@ -202,20 +221,16 @@ mod tests {
         let c = s.verify(&t.token).unwrap();
         assert_eq!((c.sub.as_str(), c.uid, c.access), ("alice", 7, access));
         // Same key after a restart.
-        assert!(signer(dir.path(), "berth", 300).verify(&t.token).is_some());
+        assert!(signer(&pem, "berth", 300).verify(&t.token).is_some());
         // Another service (audience) refuses it.
-        assert!(signer(dir.path(), "other", 300).verify(&t.token).is_none());
+        assert!(signer(&pem, "other", 300).verify(&t.token).is_none());
         // Another key refuses it.
-        let other = tempfile::tempdir().unwrap();
-        assert!(signer(other.path(), "berth", 300)
-            .verify(&t.token)
-            .is_none());
+        assert!(signer(&key(), "berth", 300).verify(&t.token).is_none());
     }
 
     #[test]
     fn refuses_tampered_and_unsigned_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = signer(dir.path(), "berth", 300);
+        let s = signer(&key(), "berth", 300);
         let t = s.issue("alice", 7, None, vec![]).unwrap().token;
         let parts: Vec<&str> = t.split('.').collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -237,10 +252,10 @@ mod tests {
 
     #[test]
     fn tokens_for_another_service_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let ours = signer(dir.path(), "berth", 300);
-        // Same key (same data directory), another audience.
-        let theirs = signer(dir.path(), "other-registry", 300);
+        let pem = key();
+        let ours = signer(&pem, "berth", 300);
+        // Same key, another audience.
+        let theirs = signer(&pem, "other-registry", 300);
         let t = theirs.issue("alice", 7, None, vec![]).unwrap().token;
         assert!(theirs.verify(&t).is_some());
         assert!(ours.verify(&t).is_none(), "a token for another service");
@@ -248,8 +263,7 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = signer(dir.path(), "berth", 300);
+        let s = signer(&key(), "berth", 300);
         let old = s
             .issue_at(now_secs() - 3600, "alice", 7, None, vec![])
             .unwrap()
@@ -260,5 +274,19 @@ mod tests {
             .unwrap()
             .token;
         assert!(s.verify(&fresh).is_some());
+    }
+
+    #[test]
+    fn a_legacy_key_file_is_read_and_a_broken_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(legacy_key_pem(dir.path()).unwrap().is_none());
+        let pem = key();
+        std::fs::write(dir.path().join(LEGACY_KEY_FILE), &pem).unwrap();
+        assert_eq!(
+            legacy_key_pem(dir.path()).unwrap().as_deref(),
+            Some(pem.as_str())
+        );
+        std::fs::write(dir.path().join(LEGACY_KEY_FILE), "junk").unwrap();
+        assert!(legacy_key_pem(dir.path()).is_err());
     }
 }

@@ -188,4 +188,9 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Newest first, entries before `before` (ms), at most `limit`.
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    /// The bearer tokens' signing key (PKCS#8 PEM), which every process using this
+    /// database shares: `candidate` is stored if there is none yet, and whatever is
+    /// stored is returned, so of processes starting together all get the first's key.
+    async fn signing_key(&self, candidate: &str) -> Result<String>;
 }

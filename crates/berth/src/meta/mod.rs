@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 pub mod accounts;
 pub mod gc;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 pub type Result<T> = anyhow::Result<T>;
 

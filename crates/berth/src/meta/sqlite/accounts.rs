@@ -488,4 +488,20 @@ impl Accounts for SqliteMetadata {
             })
             .collect())
     }
+
+    async fn signing_key(&self, candidate: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO secrets (name, value, created_at) VALUES ('token_signing_key', ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(candidate)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = 'token_signing_key'")
+                .fetch_one(&self.writer)
+                .await?,
+        )
+    }
 }

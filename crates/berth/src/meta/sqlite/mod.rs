@@ -48,6 +48,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_upload_owner.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_secrets.sql"),
+    ),
 ];
 
 pub struct SqliteMetadata {

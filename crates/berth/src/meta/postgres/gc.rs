@@ -1,0 +1,648 @@
+//! Garbage-collection queries in PostgreSQL. See `meta::gc` for the deletion protocol;
+//! its "under the write lock" is a transaction holding the collector lock exclusively
+//! here (see the module above), which waits for every push in flight and holds new
+//! ones back until it commits.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use oci::Digest;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{glob_to_like, PostgresMetadata, DB_NOW_MS};
+use crate::meta::gc::{
+    DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained, RetentionRule,
+    Usage,
+};
+use crate::meta::{now_ms, Result};
+
+/// Manifests a tag reaches, per repository: tagged ones, children of reachable
+/// indexes, and referrers of reachable manifests. (PostgreSQL allows one recursive
+/// term, so both steps are one lateral union.)
+const REACHABLE: &str = "WITH RECURSIVE live(repo_id, digest) AS (
+        SELECT repo_id, digest FROM tags
+        UNION
+        SELECT next.repo_id, next.digest FROM live l, LATERAL (
+            SELECT mr.repo_id, mr.child AS digest FROM manifest_refs mr
+              WHERE mr.repo_id = l.repo_id AND mr.manifest = l.digest AND mr.kind = 1
+            UNION ALL
+            SELECT m.repo_id, m.digest FROM manifests m
+              WHERE m.repo_id = l.repo_id AND m.subject = l.digest
+        ) next
+    )";
+
+/// A blob that nothing references and nothing recorded after the cutoff.
+const GARBAGE: &str = "b.created_at <= $1
+      AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.child = b.digest)
+      AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest)
+      AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.created_at > $1)";
+
+fn digest(s: &str) -> Result<Digest> {
+    Digest::from_str(s).with_context(|| format!("corrupt digest {s:?} in metadata"))
+}
+
+#[async_trait]
+impl GcStore for PostgresMetadata {
+    async fn gc_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool> {
+        // One statement: the conflict arm locks the row and evaluates the WHERE on its
+        // current version, so of two replicas racing, the second sees the first's lease.
+        let r = sqlx::query(&format!(
+            "INSERT INTO gc_lease (id, holder, expires_at) VALUES (1, $1, {DB_NOW_MS} + $2)
+             ON CONFLICT (id) DO UPDATE SET holder = $1, expires_at = {DB_NOW_MS} + $2
+             WHERE gc_lease.holder = $1 OR gc_lease.expires_at < {DB_NOW_MS}"
+        ))
+        .bind(holder)
+        .bind(ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn gc_release(&self, holder: &str) -> Result<()> {
+        sqlx::query("UPDATE gc_lease SET expires_at = 0 WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn gc_lease_held(&self) -> Result<bool> {
+        let held: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM gc_lease WHERE id = 1 AND holder != '' AND expires_at >= {DB_NOW_MS}"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn gc_run_start(&self, trigger: &str, dry_run: bool, grace_ms: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO gc_runs (started_at, trigger, dry_run, grace_ms) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(trigger)
+        .bind(dry_run)
+        .bind(grace_ms)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn gc_run_finish(&self, id: i64, r: &GcReport, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE gc_runs SET finished_at = $1, tags_deleted = $2, manifests_deleted = $3, blobs_deleted = $4,
+             bytes_freed = $5, uploads_expired = $6, error = $7 WHERE id = $8",
+        )
+        .bind(now_ms())
+        .bind(r.tags_deleted as i64)
+        .bind(r.manifests_deleted as i64)
+        .bind(r.blobs_deleted as i64)
+        .bind(r.bytes_freed as i64)
+        .bind(r.uploads_expired as i64)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn gc_runs(&self, limit: u32) -> Result<Vec<GcRun>> {
+        let rows = sqlx::query("SELECT * FROM gc_runs ORDER BY id DESC LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| GcRun {
+                id: r.get("id"),
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+                trigger: r.get("trigger"),
+                dry_run: r.get("dry_run"),
+                grace_ms: r.get("grace_ms"),
+                report: GcReport {
+                    tags_deleted: r.get::<i64, _>("tags_deleted") as u64,
+                    manifests_deleted: r.get::<i64, _>("manifests_deleted") as u64,
+                    blobs_deleted: r.get::<i64, _>("blobs_deleted") as u64,
+                    bytes_freed: r.get::<i64, _>("bytes_freed") as u64,
+                    uploads_expired: r.get::<i64, _>("uploads_expired") as u64,
+                },
+                error: r.get("error"),
+            })
+            .collect())
+    }
+
+    async fn gc_delete_unreachable_manifests(&self, cutoff: i64, dry_run: bool) -> Result<u64> {
+        let dead = format!(
+            "{REACHABLE} SELECT m.repo_id, m.digest FROM manifests m
+             WHERE m.created_at <= $1 AND NOT EXISTS
+               (SELECT 1 FROM live l WHERE l.repo_id = m.repo_id AND l.digest = m.digest)"
+        );
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({dead}) AS dead"))
+                .bind(cutoff)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(n as u64);
+        }
+        // Decided and acted on under the collector lock, so a tag pushed meanwhile
+        // either counts or waits.
+        let mut tx = self.gc_tx().await?;
+        let r = sqlx::query(&format!(
+            "DELETE FROM manifests WHERE (repo_id, digest) IN ({dead})"
+        ))
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn gc_blob_candidates(&self, cutoff: i64) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT b.digest, b.size FROM blobs b WHERE {GARBAGE}"
+        ))
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((digest(r.get("digest"))?, r.get::<i64, _>("size") as u64)))
+            .collect()
+    }
+
+    async fn gc_forget_blobs(
+        &self,
+        candidates: &[Digest],
+        cutoff: i64,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let mut tx = self.gc_tx().await?;
+        let mut gone = Vec::new();
+        let now = now_ms();
+        for d in candidates {
+            let size: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT b.size FROM blobs b WHERE b.digest = $2 AND {GARBAGE}"
+            ))
+            .bind(cutoff)
+            .bind(d.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(size) = size else { continue };
+            sqlx::query("DELETE FROM repo_blobs WHERE digest = $1")
+                .bind(d.to_string())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM blobs WHERE digest = $1")
+                .bind(d.to_string())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO gc_tombstones (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(d.to_string())
+            .bind(size)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            gone.push((d.clone(), size as u64));
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn gc_tombstone_orphans(&self, digests: &[(Digest, u64)]) -> Result<u64> {
+        let mut tx = self.gc_tx().await?;
+        let mut n = 0;
+        for (d, size) in digests {
+            let r = sqlx::query(
+                "INSERT INTO gc_tombstones (digest, size, created_at)
+                 SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(d.to_string())
+            .bind(*size as i64)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            n += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn gc_delete_files(&self, limit: u32, delete: DeleteFile<'_>) -> Result<(u64, u64)> {
+        let mut tx = self.gc_tx().await?;
+        let batch: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM gc_tombstones ORDER BY digest LIMIT $1")
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut deleted = 0;
+        for d in &batch {
+            let relinked: Option<i32> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
+                .bind(d)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // Pushed again since it was tombstoned: the file is live, keep it.
+            if relinked.is_none() && delete(digest(d)?).await? {
+                deleted += 1;
+            }
+            sqlx::query("DELETE FROM gc_tombstones WHERE digest = $1")
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gc_tombstones")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((deleted, left as u64))
+    }
+
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(digests.len());
+        for d in digests {
+            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
+                .bind(d.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+            out.push(found.is_some());
+        }
+        Ok(out)
+    }
+
+    async fn expired_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < $1")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.iter().filter_map(|i| i.parse().ok()).collect())
+    }
+
+    async fn gc_forget_upload(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let (total, blobs): (i64, i64) =
+            sqlx::query_as("SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM blobs")
+                .fetch_one(&self.pool)
+                .await?;
+        // A namespace is the first path component of a repository name. One pass over
+        // the links, grouped: no per-namespace subquery.
+        let rows = sqlx::query(
+            "WITH ns AS (
+                SELECT id, split_part(name, '/', 1) AS namespace
+                FROM repositories
+             ),
+             linked AS (
+                SELECT ns.namespace, rb.digest FROM repo_blobs rb JOIN ns ON ns.id = rb.repo_id
+                UNION
+                SELECT ns.namespace, m.digest FROM manifests m JOIN ns ON ns.id = m.repo_id
+             ),
+             sizes AS (
+                SELECT l.namespace, SUM(b.size)::BIGINT AS bytes FROM linked l JOIN blobs b ON b.digest = l.digest
+                GROUP BY l.namespace
+             ),
+             counts AS (SELECT namespace, COUNT(*) AS repositories FROM ns GROUP BY namespace)
+             SELECT c.namespace, c.repositories, COALESCE(s.bytes, 0) AS bytes, q.bytes AS quota
+             FROM counts c LEFT JOIN sizes s ON s.namespace = c.namespace
+                           LEFT JOIN quotas q ON q.namespace = c.namespace
+             UNION ALL
+             SELECT q.namespace, 0, 0, q.bytes FROM quotas q
+             WHERE NOT EXISTS (SELECT 1 FROM counts c WHERE c.namespace = q.namespace)
+             ORDER BY bytes DESC, 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Usage {
+            total_bytes: total as u64,
+            blobs: blobs as u64,
+            namespaces: rows
+                .iter()
+                .map(|r| NamespaceUsage {
+                    namespace: r.get("namespace"),
+                    bytes: r.get::<i64, _>("bytes") as u64,
+                    repositories: r.get::<i64, _>("repositories") as u64,
+                    quota: r.get::<Option<i64>, _>("quota").map(|q| q as u64),
+                })
+                .collect(),
+        })
+    }
+
+    async fn namespace_bytes(
+        &self,
+        namespace: &str,
+        digest: Option<&Digest>,
+    ) -> Result<(u64, bool)> {
+        // The namespace: the repository named exactly `namespace` and everything under
+        // `namespace/` ('0' is the character after '/'), a range on the name's index.
+        let row = sqlx::query(
+            "WITH repos AS (
+                SELECT id FROM repositories WHERE name = $1 OR (name >= $1 || '/' AND name < $1 || '0')
+             ),
+             linked AS (
+                SELECT rb.digest FROM repo_blobs rb WHERE rb.repo_id IN (SELECT id FROM repos)
+                UNION
+                SELECT m.digest FROM manifests m WHERE m.repo_id IN (SELECT id FROM repos)
+             )
+             SELECT COALESCE((SELECT SUM(b.size) FROM linked l JOIN blobs b ON b.digest = l.digest), 0)::BIGINT AS bytes,
+                    EXISTS (SELECT 1 FROM linked WHERE digest = $2) AS has",
+        )
+        .bind(namespace)
+        .bind(digest.map(|d| d.to_string()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get::<i64, _>("bytes") as u64, row.get::<bool, _>("has")))
+    }
+
+    async fn fsck_blob_rows(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs WHERE ($1::TEXT IS NULL OR digest > $1) ORDER BY digest LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let d: String = r.get("digest");
+                Ok((
+                    Digest::from_str(&d).with_context(|| format!("blob row {d:?}"))?,
+                    r.get::<i64, _>("size") as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn fsck_dangling_refs(&self) -> Result<Vec<DanglingRef>> {
+        let rows = sqlx::query(
+            "SELECT r.name AS repo, mr.manifest, mr.child, mr.kind FROM manifest_refs mr
+             JOIN repositories r ON r.id = mr.repo_id
+             WHERE (mr.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = mr.child))
+                OR (mr.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m
+                                                WHERE m.repo_id = mr.repo_id AND m.digest = mr.child))
+             ORDER BY r.name, mr.manifest, mr.child",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DanglingRef {
+                repo: r.get("repo"),
+                manifest: r.get("manifest"),
+                child: r.get("child"),
+                is_manifest: r.get::<i64, _>("kind") == 1,
+            })
+            .collect())
+    }
+
+    async fn fsck_users_of(&self, digest: &Digest) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "WITH direct AS (
+                SELECT repo_id, digest AS manifest FROM manifests WHERE digest = $1
+                UNION
+                SELECT repo_id, manifest FROM manifest_refs WHERE child = $1
+             ),
+             users AS (
+                SELECT repo_id, manifest FROM direct
+                UNION
+                SELECT mr.repo_id, mr.manifest FROM manifest_refs mr
+                JOIN direct d ON d.repo_id = mr.repo_id AND mr.child = d.manifest AND mr.kind = 1
+             )
+             SELECT r.name AS repo, u.manifest,
+                    (SELECT string_agg(t.name, ', ' ORDER BY t.name) FROM tags t
+                     WHERE t.repo_id = u.repo_id AND t.digest = u.manifest) AS tags
+             FROM users u JOIN repositories r ON r.id = u.repo_id
+             ORDER BY r.name, u.manifest LIMIT 1000",
+        )
+        .bind(digest.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let repo: String = r.get("repo");
+                let m: String = r.get("manifest");
+                match r.get::<Option<String>, _>("tags") {
+                    Some(t) => format!("{repo}@{m} (tags: {t})"),
+                    None => format!("{repo}@{m} (untagged)"),
+                }
+            })
+            .collect())
+    }
+
+    async fn fsck_forget_blob(&self, digest: &Digest) -> Result<()> {
+        let d = digest.to_string();
+        let mut tx = self.gc_tx().await?;
+        // Manifests whose own bytes are this blob go, with their tags and references.
+        sqlx::query("DELETE FROM manifests WHERE digest = $1")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM repo_blobs WHERE digest = $1")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM blobs WHERE digest = $1")
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fsck_drop_dangling(&self) -> Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        loop {
+            let mut tx = self.gc_tx().await?;
+            let rows = sqlx::query(
+                "SELECT DISTINCT mr.repo_id, r.name AS repo, mr.manifest,
+                        (SELECT string_agg(t.name, ', ' ORDER BY t.name) FROM tags t
+                         WHERE t.repo_id = mr.repo_id AND t.digest = mr.manifest) AS tags
+                 FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+                 WHERE (mr.kind = 0 AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = mr.child))
+                    OR (mr.kind = 1 AND NOT EXISTS (SELECT 1 FROM manifests m
+                                                    WHERE m.repo_id = mr.repo_id AND m.digest = mr.child))",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                return Ok(dropped);
+            }
+            for r in &rows {
+                sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(r.get::<i64, _>("repo_id"))
+                    .bind(r.get::<String, _>("manifest"))
+                    .execute(&mut *tx)
+                    .await?;
+                let (repo, m): (String, String) = (r.get("repo"), r.get("manifest"));
+                dropped.push(match r.get::<Option<String>, _>("tags") {
+                    Some(t) => format!("{repo}@{m} (tags: {t})"),
+                    None => format!("{repo}@{m} (untagged)"),
+                });
+            }
+            tx.commit().await?;
+        }
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        let rows = sqlx::query("SELECT * FROM retention_rules ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RetentionRule {
+                id: r.get("id"),
+                repositories: r.get("repositories"),
+                tags: r.get("tags"),
+                keep_tags: r.get::<Option<i64>, _>("keep_tags").map(|n| n as i32),
+                untagged_days: r.get::<Option<i64>, _>("untagged_days").map(|n| n as i32),
+            })
+            .collect())
+    }
+
+    async fn retention_add(&self, rule: &RetentionRule) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO retention_rules (repositories, tags, keep_tags, untagged_days, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(&rule.repositories)
+        .bind(&rule.tags)
+        .bind(rule.keep_tags.map(i64::from))
+        .bind(rule.untagged_days.map(i64::from))
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn retention_remove(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM retention_rules WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn retention_tags(
+        &self,
+        rule: &RetentionRule,
+        cutoff: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Retained>> {
+        let Some(keep) = rule.keep_tags else {
+            return Ok(Vec::new());
+        };
+        // Decided and acted on in one write transaction: a tag pushed meanwhile waits
+        // and counts among the newest next time.
+        let mut tx = self.gc_tx().await?;
+        let rows = sqlx::query(
+            "SELECT repo_id, repo, tag FROM (
+                SELECT t.repo_id, r.name AS repo, t.name AS tag, t.updated_at,
+                       ROW_NUMBER() OVER (PARTITION BY t.repo_id ORDER BY t.updated_at DESC, t.name DESC) AS n
+                FROM tags t JOIN repositories r ON r.id = t.repo_id
+                WHERE r.name LIKE $1 ESCAPE '\\' AND t.name LIKE $2 ESCAPE '\\'
+             ) AS ranked WHERE n > $3 AND updated_at <= $4 ORDER BY repo, tag",
+        )
+        .bind(glob_to_like(&rule.repositories))
+        .bind(glob_to_like(&rule.tags))
+        .bind(i64::from(keep))
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let tag: String = r.get("tag");
+            if !dry_run {
+                sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+                    .bind(r.get::<i64, _>("repo_id"))
+                    .bind(&tag)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            out.push(Retained::Tag {
+                repo: r.get("repo"),
+                tag,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn retention_untagged(
+        &self,
+        rule: &RetentionRule,
+        older_than: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Retained>> {
+        if rule.untagged_days.is_none() {
+            return Ok(Vec::new());
+        }
+        let dead = format!(
+            "{REACHABLE} SELECT m.repo_id, r.name AS repo, m.digest FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name LIKE $1 ESCAPE '\\' AND m.created_at <= $2 AND NOT EXISTS
+               (SELECT 1 FROM live l WHERE l.repo_id = m.repo_id AND l.digest = m.digest)
+             ORDER BY r.name, m.digest"
+        );
+        let mut tx = self.gc_tx().await?;
+        let rows = sqlx::query(&dead)
+            .bind(glob_to_like(&rule.repositories))
+            .bind(older_than)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let digest: String = r.get("digest");
+            if !dry_run {
+                sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(r.get::<i64, _>("repo_id"))
+                    .bind(&digest)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            out.push(Retained::Manifest {
+                repo: r.get("repo"),
+                digest,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn quota(&self, namespace: &str) -> Result<Option<u64>> {
+        let q: Option<i64> = sqlx::query_scalar("SELECT bytes FROM quotas WHERE namespace = $1")
+            .bind(namespace)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(q.map(|q| q as u64))
+    }
+
+    async fn quota_set(&self, namespace: &str, bytes: Option<u64>) -> Result<()> {
+        match bytes {
+            Some(b) => {
+                sqlx::query(
+                    "INSERT INTO quotas (namespace, bytes, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (namespace) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+                )
+                .bind(namespace)
+                .bind(i64::try_from(b).unwrap_or(i64::MAX))
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM quotas WHERE namespace = $1")
+                    .bind(namespace)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
