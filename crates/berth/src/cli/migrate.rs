@@ -73,3 +73,43 @@ pub async fn storage(cli: &Cli, args: &StorageArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct MetadataArgs {
+    /// The PostgreSQL database to copy into (empty; created tables are fine), e.g.
+    /// postgres://berth:PASSWORD@db:5432/berth [default: metadata.url].
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+}
+
+pub async fn metadata(cli: &Cli, args: &MetadataArgs) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    let url = match &args.to {
+        Some(u) => u.clone(),
+        None if !config.metadata.url.is_empty() => config.metadata.url.clone(),
+        None => bail!("name the PostgreSQL database: --to postgres://… (or set metadata.url)"),
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "--to must be a postgres:// URL, not {}",
+            url.split(':').next().unwrap_or("")
+        );
+    }
+    let sqlite = config.storage.data_dir.join("berth.db");
+    let report =
+        crate::migrate::metadata::sqlite_to_postgres(&sqlite, &url, &|table: &str, n: u64| {
+            eprintln!("{table}: {n} rows");
+        })
+        .await?;
+    let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    println!(
+        "copied {rows} rows of {} tables from {} into {}",
+        report.tables.len(),
+        sqlite.display(),
+        crate::meta::postgres::describe(&url)
+    );
+    if config.metadata.url != url {
+        println!("set metadata.url (BERTH_METADATA__URL) to that database to serve from it");
+    }
+    Ok(())
+}

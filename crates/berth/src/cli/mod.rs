@@ -48,6 +48,8 @@ pub enum Command {
     ImportDistribution(import::Args),
     /// Copy every blob between the filesystem store and S3 (verified, resumable).
     MigrateStorage(migrate::StorageArgs),
+    /// Copy the embedded SQLite metadata into an empty PostgreSQL database.
+    MigrateMetadata(migrate::MetadataArgs),
     /// Manage users (a user owns the namespace of their name).
     #[command(subcommand)]
     User(user::Command),
@@ -89,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsck(args) => fsck::run(&cli, args).await,
         Command::ImportDistribution(args) => import::run(&cli, args).await,
         Command::MigrateStorage(args) => migrate::storage(&cli, args).await,
+        Command::MigrateMetadata(args) => migrate::metadata(&cli, args).await,
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Team(cmd) => team::run(&cli, cmd).await,
         Command::Token(cmd) => token::run(&cli, cmd).await,
