@@ -4,6 +4,11 @@
 //! `BERTH_TEST_EXTERNAL_URL` points the suite at an already running registry instead
 //! (used to compare behaviour with the CNCF distribution registry); tests that need to
 //! restart or kill the server skip themselves loudly in that mode.
+//!
+//! `BERTH_TEST_METADATA=postgres` (with `BERTH_TEST_POSTGRES_URL`, a superuser URL)
+//! gives every server a fresh PostgreSQL database of its own instead of SQLite in its
+//! data directory, so the whole suite runs on the other engine; [`Builder::postgres`]
+//! does the same for one test.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -23,13 +28,107 @@ pub struct TestApp {
     port: u16,
     env: Vec<(String, String)>,
     data_dir: Option<tempfile::TempDir>,
+    /// A replica's: the data directory of the app it was started beside.
+    shared_dir: Option<PathBuf>,
     /// Authentication on (no `--no-auth`); `admin` has [`ADMIN_PASSWORD`].
     auth: bool,
+    /// The server's PostgreSQL database, dropped after the server stopped.
+    postgres: Option<PgDatabase>,
 }
 
 pub struct Builder {
     env: Vec<(String, String)>,
     auth: bool,
+    postgres: bool,
+}
+
+/// A database of its own on the test PostgreSQL server.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+/// `BERTH_TEST_POSTGRES_URL`, or `None` after a loud skip notice (a failure with
+/// `BERTH_TEST_REQUIRE_SERVICES=1`).
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("BERTH_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("BERTH_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("{test}: BERTH_TEST_REQUIRE_SERVICES=1 but BERTH_TEST_POSTGRES_URL is not set")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: {test}: BERTH_TEST_POSTGRES_URL is not set (tests/services/start.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// Whether every server of this run uses PostgreSQL.
+fn postgres_everywhere() -> bool {
+    std::env::var("BERTH_TEST_METADATA").as_deref() == Ok("postgres")
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let base = if rest.contains('/') {
+        base.rsplit_once('/').unwrap().0
+    } else {
+        base
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+impl PgDatabase {
+    /// Creates the database; its URL.
+    async fn create(admin_url: &str) -> (PgDatabase, String) {
+        use sqlx::Connection;
+        let name = format!("berth_it_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connecting to BERTH_TEST_POSTGRES_URL");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let url = with_database(admin_url, &name);
+        (
+            PgDatabase {
+                admin_url: admin_url.to_string(),
+                name,
+            },
+            url,
+        )
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Inside the test's runtime: a thread and a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(&sql).execute(&mut c).await;
+                }
+            })
+        })
+        .join();
+    }
 }
 
 impl Builder {
@@ -46,6 +145,19 @@ impl Builder {
         self
     }
 
+    /// Metadata in a fresh PostgreSQL database (as `BERTH_TEST_METADATA=postgres` does
+    /// for every test); start it with [`Builder::start_postgres`].
+    pub fn postgres(mut self) -> Self {
+        self.postgres = true;
+        self
+    }
+
+    /// [`Builder::postgres`] and start; `None` (skipped) without a test server.
+    pub async fn start_postgres(self, test: &str) -> Option<TestApp> {
+        postgres_url(test)?;
+        Some(self.postgres().start().await)
+    }
+
     pub async fn start(self) -> TestApp {
         if let Ok(url) = std::env::var("BERTH_TEST_EXTERNAL_URL") {
             return TestApp {
@@ -55,19 +167,33 @@ impl Builder {
                 port: 0,
                 env: self.env,
                 data_dir: None,
+                shared_dir: None,
                 auth: self.auth,
+                postgres: None,
             };
         }
         let data_dir = tempfile::tempdir().expect("temp data dir");
         let port = free_port();
+        let mut env = self.env;
+        let mut postgres = None;
+        if self.postgres || postgres_everywhere() {
+            let admin_url = postgres_url("BERTH_TEST_METADATA=postgres")
+                .expect("PostgreSQL metadata asked for, BERTH_TEST_POSTGRES_URL not set");
+            let (db, url) = PgDatabase::create(&admin_url).await;
+            // The CLI commands run next to the server get it too (TestApp::cli).
+            env.push(("BERTH_METADATA__URL".into(), url));
+            postgres = Some(db);
+        }
         let mut app = TestApp {
             base: format!("http://127.0.0.1:{port}"),
             client: client(),
             child: None,
             port,
-            env: self.env,
+            env,
             data_dir: Some(data_dir),
+            shared_dir: None,
             auth: self.auth,
+            postgres,
         };
         app.spawn().await;
         app
@@ -94,6 +220,7 @@ impl TestApp {
         Builder {
             env: Vec::new(),
             auth: false,
+            postgres: false,
         }
     }
 
@@ -107,15 +234,49 @@ impl TestApp {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The `BERTH_*` variables the server runs with (for commands run beside it).
+    pub fn env_vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether the server keeps its metadata in PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
     pub fn is_external(&self) -> bool {
-        self.data_dir.is_none()
+        self.data_dir.is_none() && self.shared_dir.is_none()
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.data_dir
-            .as_ref()
-            .expect("external registry has no data dir")
-            .path()
+        match (&self.data_dir, &self.shared_dir) {
+            (Some(d), _) => d.path(),
+            (None, Some(d)) => d,
+            (None, None) => panic!("external registry has no data dir"),
+        }
+    }
+
+    /// Another `berth serve` on its own port, with this one's data directory (blob
+    /// store) and metadata database: a second replica. Drop it before this app.
+    pub async fn start_replica(&self) -> TestApp {
+        assert!(
+            !self.is_external(),
+            "cannot add a replica to an external registry"
+        );
+        let port = free_port();
+        let mut app = TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            client: client(),
+            child: None,
+            port,
+            env: self.env.clone(),
+            data_dir: None,
+            shared_dir: Some(self.data_dir().to_path_buf()),
+            auth: self.auth,
+            postgres: None,
+        };
+        app.spawn().await;
+        app
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -211,6 +211,10 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             .collect();
         let collector = {
             let (stop, dir) = (stop.clone(), app.data_dir().to_path_buf());
+            let env: Vec<(String, String)> = app
+                .env_vars()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             tokio::task::spawn_blocking(move || {
                 while !stop.load(Ordering::Relaxed) {
                     // May be killed along with nothing: it is its own process, and a
@@ -218,6 +222,7 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
                     let _ = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
                         .args(["gc", "--data-dir"])
                         .arg(&dir)
+                        .envs(env.iter().map(|(k, v)| (k, v)))
                         .env("RUST_LOG", "error")
                         .output();
                     std::thread::sleep(Duration::from_millis(100));

@@ -16,6 +16,7 @@ pub(crate) fn gc(app: &TestApp, args: &[&str]) -> String {
 /// `gc` with configuration in the environment (as the server got it).
 fn gc_with(app: &TestApp, env: &[(&str, &str)], args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .envs(app.env_vars())
         .envs(env.iter().copied())
         .arg("gc")
         .args(args)

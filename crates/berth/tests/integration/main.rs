@@ -21,6 +21,7 @@ mod k8s;
 mod management;
 mod memory;
 mod metrics;
+mod postgres;
 mod pull;
 mod push;
 mod quota;

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Transaction};
 
 use super::{now_ms, Result};
 
@@ -112,6 +112,13 @@ impl PostgresMetadata {
             opts.get_database().unwrap_or(opts.get_username()),
             opts.get_username()
         );
+        // One connection first: a pool would retry until its timeout and then report
+        // only that it timed out, not why (refused, unknown host, authentication).
+        sqlx::PgConnection::connect_with(&opts)
+            .await
+            .with_context(|| format!("connecting to {target}"))?
+            .close()
+            .await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(15))
