@@ -100,12 +100,10 @@ pub async fn sqlite_to_postgres(
     }
     let mut full = Vec::new();
     for t in &tables {
-        let any: bool = sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {})",
-            quote(&t.name)
-        ))
-        .fetch_one(&mut *tx)
-        .await?;
+        let any: bool =
+            sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(&t.name)))
+                .fetch_one(&mut *tx)
+                .await?;
         if any {
             full.push(t.name.clone());
         }
@@ -179,7 +177,9 @@ async fn tables_in_copy_order(src: &mut sqlx::SqliteConnection) -> anyhow::Resul
                 .await?;
         parents.insert(
             n.clone(),
-            refs.into_iter().filter(|r| r != n && names.contains(r)).collect(),
+            refs.into_iter()
+                .filter(|r| r != n && names.contains(r))
+                .collect(),
         );
     }
     let mut order: Vec<String> = Vec::new();
@@ -202,10 +202,11 @@ async fn describe_table(
     dst: &mut sqlx::PgConnection,
     name: &str,
 ) -> anyhow::Result<Table> {
-    let src_cols: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
-        .bind(name)
-        .fetch_all(&mut *src)
-        .await?;
+    let src_cols: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+            .bind(name)
+            .fetch_all(&mut *src)
+            .await?;
     let dst_cols: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT column_name::text, data_type::text, is_identity::text \
          FROM information_schema.columns \
@@ -274,8 +275,7 @@ async fn copy_table(
             let mut values = Vec::with_capacity(t.columns.len());
             for (i, (name, kind)) in t.columns.iter().enumerate() {
                 values.push(
-                    value(row, i, *kind)
-                        .with_context(|| format!("reading {}.{name}", t.name))?,
+                    value(row, i, *kind).with_context(|| format!("reading {}.{name}", t.name))?,
                 );
             }
             batch.push(values);

@@ -42,8 +42,8 @@ pub struct Builder {
     postgres: bool,
 }
 
-/// A database of its own on the test PostgreSQL server.
-struct PgDatabase {
+/// A database of its own on the test PostgreSQL server, dropped with this value.
+pub struct PgDatabase {
     admin_url: String,
     name: String,
 }
@@ -88,6 +88,12 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 impl PgDatabase {
+    /// A fresh database for `test` and its URL, or `None` (skipped) as
+    /// [`postgres_url`] says.
+    pub async fn fresh(test: &str) -> Option<(PgDatabase, String)> {
+        Some(Self::create(&postgres_url(test)?).await)
+    }
+
     /// Creates the database; its URL.
     async fn create(admin_url: &str) -> (PgDatabase, String) {
         use sqlx::Connection;
@@ -396,6 +402,12 @@ impl TestApp {
         child.kill().unwrap();
         child.wait().unwrap();
         self.spawn().await;
+    }
+
+    /// Sets a `BERTH_*` variable for the next (re)start and CLI runs.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// SIGTERM the server and wait for it to exit; returns its exit status.

@@ -21,6 +21,7 @@ mod k8s;
 mod management;
 mod memory;
 mod metrics;
+mod migrate;
 mod postgres;
 mod pull;
 mod push;
