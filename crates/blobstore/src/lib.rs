@@ -6,7 +6,7 @@
 //! about repositories; which repository may see which blob is the metadata's business.
 
 use std::io;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,8 +16,12 @@ use uuid::Uuid;
 
 pub mod fs;
 mod pump;
+pub mod s3;
+#[cfg(test)]
+mod tests;
 
 pub use fs::FsBlobStore;
+pub use s3::{S3BlobStore, S3Config};
 
 /// A stream of blob bytes (to or from the store).
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -40,6 +44,10 @@ pub enum BlobError {
     Body(io::Error),
     #[error("storage: {0}")]
     Io(#[from] io::Error),
+    /// The storage could not be reached or failed on its side (S3: connection refused,
+    /// timeout, 5xx after retries). Nothing was committed; the client may try again.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;
@@ -108,4 +116,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every open upload session (to expire abandoned ones).
     async fn uploads(&self) -> Result<Vec<UploadInfo>>;
+
+    /// A URL valid for `ttl` from which a client can fetch the blob itself (honouring
+    /// `Range`), when the store can hand those out; `None`: serve it through [`read`].
+    ///
+    /// [`read`]: BlobStore::read
+    async fn redirect(&self, _digest: &Digest, _ttl: Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
 }

@@ -3,10 +3,11 @@
 //! Handlers return `Result<Response, ApiError>`. Anything a client caused is an
 //! [`OciError`] with the spec's code and a message written for the person reading it;
 //! anything else (database, disk) is logged with its cause and answered as a 500 that
-//! says nothing about internals — except a database that cannot be reached (restarting,
-//! failing over, out of connections), which is a 503 with `Retry-After`: the request
-//! changed nothing and may simply be sent again. `anyhow` is used below this layer,
-//! never in answers.
+//! says nothing about internals — except storage that cannot be reached: a metadata
+//! database restarting, failing over or out of connections, or blob storage (S3) down.
+//! Those are a 503 `UNAVAILABLE` with `Retry-After`: a condition to wait out, not a
+//! server bug, and the request changed nothing, so it may simply be sent again.
+//! `anyhow` is used below this layer, never in answers.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +51,13 @@ impl From<anyhow::Error> for ApiError {
                 ErrorCode::Unavailable.msg("the registry's database is unavailable; try again"),
             )
             .header("retry-after", "5");
+        }
+        // Unreachable storage met inside another layer (a presence check in a metadata
+        // transaction) is still unreachable storage.
+        if let Some(BlobError::Unavailable(cause)) =
+            e.chain().find_map(|c| c.downcast_ref::<BlobError>())
+        {
+            return BlobError::Unavailable(cause.clone()).into();
         }
         tracing::error!(error = format!("{e:#}"), "internal error");
         ErrorCode::Internal.into()
@@ -110,6 +118,15 @@ impl From<BlobError> for ApiError {
                 ))
                 .into(),
             BlobError::Io(e) => anyhow::Error::from(e).context("blob store").into(),
+            BlobError::Unavailable(cause) => {
+                // Not the client's fault and not a bug here: say so, and when to retry.
+                tracing::warn!(error = %cause, "blob storage unavailable");
+                ApiError::from(
+                    ErrorCode::Unavailable
+                        .msg("the blob storage cannot be reached right now; try again shortly"),
+                )
+                .header("retry-after", "5")
+            }
         }
     }
 }
