@@ -3,6 +3,8 @@
 # writes their addresses as shell assignments to DIR/env (default /tmp/berth-services):
 #
 #   BERTH_TEST_POSTGRES_URL  a PostgreSQL 15 superuser URL (tests create a database each)
+#   BERTH_TEST_POSTGRES_BIN  PostgreSQL's bin directory (the outage tests run a private
+#                            server, since they stop it)
 #   BERTH_TEST_S3_*          a single-node Garage S3 endpoint with one bucket and key
 #                            (tests use a key prefix each)
 #
@@ -83,6 +85,7 @@ g bucket allow --read --write --owner berth-test --key "$key_id" >/dev/null
 
 cat >"$dir/env" <<ENV
 export BERTH_TEST_POSTGRES_URL=postgres://berth:berth@127.0.0.1:$pg_port/berth
+export BERTH_TEST_POSTGRES_BIN=$pgbin
 export BERTH_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port
 export BERTH_TEST_S3_REGION=garage
 export BERTH_TEST_S3_BUCKET=berth-test

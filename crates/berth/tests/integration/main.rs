@@ -22,6 +22,7 @@ mod management;
 mod memory;
 mod metrics;
 mod migrate;
+mod outage;
 mod postgres;
 mod pull;
 mod push;

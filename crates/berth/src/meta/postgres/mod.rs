@@ -121,7 +121,9 @@ impl PostgresMetadata {
             .await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(15))
+            // A request that cannot get a connection this long (the server restarting
+            // or failing over) answers 503 with Retry-After instead of hanging.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
             .with_context(|| format!("connecting to {target}"))?;
