@@ -134,10 +134,7 @@ impl PgDatabase {
         let mut c = sqlx::PgConnection::connect(&admin_url)
             .await
             .expect("connecting to BERTH_TEST_POSTGRES_URL");
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        create_database(&mut c, &name).await;
         let url = with_database(&admin_url, &name);
         Some(PgDatabase {
             admin_url,
@@ -222,6 +219,8 @@ engines!(
     push_racing_the_collector_never_leaves_a_row_without_a_file,
     manifest_racing_the_collector_never_dangles,
     replicas_racing_on_one_tag,
+    deleting_a_repository_while_pushing_to_it_fails_neither,
+    signer_imports_a_legacy_key_file_once,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2180,4 +2179,117 @@ async fn replicas_racing_on_one_tag(db: Db) {
         .await
         .unwrap();
     assert_eq!(p.items.len(), 10);
+}
+
+/// Creates `name` with a natural-language default collation where the server can (ICU,
+/// PostgreSQL 15+), under which `ORDER BY` is not byte order: listings must still page
+/// in byte order, which only the schema's `COLLATE "C"` gives.
+async fn create_database(c: &mut sqlx::PgConnection, name: &str) {
+    let icu = format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+         LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+    );
+    if sqlx::raw_sql(&icu).execute(&mut *c).await.is_err() {
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+}
+
+/// One replica deletes a repository while the other pushes into it: each finishes as it
+/// would one after the other (no foreign-key failure, no deadlock, nothing dangling).
+async fn deleting_a_repository_while_pushing_to_it_fails_neither(db: Db) {
+    let other = db.replica().await;
+    for i in 0..20 {
+        let name = format!("alice/r{i}");
+        let c = blob(&db, &name, "config", 1).await;
+        image(&db, &name, "m0", &[&c], Some("v0")).await;
+        let r = repo(&name);
+        let (meta, c2, r2) = (db.meta.clone(), c.clone(), r.clone());
+        let pusher = tokio::spawn(async move {
+            let linked = meta.link_blob(&r2, &c2, 1, yes()).await.unwrap();
+            let d = dg(&format!("m-{i}"));
+            let m = NewManifest {
+                digest: &d,
+                media_type: IMAGE,
+                size: 1,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                blobs: vec![&c2],
+                children: vec![],
+                pushed_by: None,
+            };
+            let put = meta
+                .put_manifest(&r2, &m, Some(&tag("v1")), yes())
+                .await
+                .unwrap();
+            (linked, put)
+        });
+        let deleter = {
+            let (meta, r) = (other.meta.clone(), r.clone());
+            tokio::spawn(async move { meta.delete_repository(&r).await.unwrap() })
+        };
+        let (linked, put) = pusher.await.unwrap();
+        assert!(deleter.await.unwrap(), "round {i}");
+        assert_eq!(linked, Linked::Linked);
+        // Stored, or refused because the link went with the repository in between.
+        assert!(
+            matches!(put, PutManifest::Stored | PutManifest::MissingReference(_)),
+            "round {i}: {put:?}"
+        );
+        if let Some(row) = db.meta.manifest_by_tag(&r, &tag("v1")).await.unwrap() {
+            assert_eq!(
+                db.meta.repo_blob(&r, &c).await.unwrap(),
+                Some(1),
+                "round {i}"
+            );
+            assert_eq!(row.digest, dg(&format!("m-{i}")));
+        }
+        assert!(
+            db.gc.fsck_dangling_refs().await.unwrap().is_empty(),
+            "round {i}"
+        );
+    }
+}
+
+/// Upgrading from a Berth that kept the token key in the data directory: the file's
+/// key goes into the database (tokens it signed stay valid), and once the database has
+/// a key, that one wins over any file.
+async fn signer_imports_a_legacy_key_file_once(db: Db) {
+    use crate::auth::jwt::{generate_key_pem, Signer};
+    let ttl = Duration::from_secs(300);
+    let dir = tempfile::tempdir().unwrap();
+    let old_pem = generate_key_pem().unwrap();
+    std::fs::write(dir.path().join("token-signing-key.pem"), &old_pem).unwrap();
+    let old = Signer::from_pem(&old_pem, "berth", ttl).unwrap();
+    let token = old.issue("alice", 1, None, vec![]).unwrap().token;
+
+    let imported = Signer::open(db.accounts.as_ref(), dir.path(), "berth", ttl)
+        .await
+        .unwrap();
+    assert!(
+        imported.verify(&token).is_some(),
+        "a token from before the upgrade"
+    );
+    // Another replica, without the file (its own data directory), gets the same key.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let replica = db.replica().await;
+    let shared = Signer::open(replica.accounts.as_ref(), elsewhere.path(), "berth", ttl)
+        .await
+        .unwrap();
+    assert!(shared.verify(&token).is_some());
+    let t2 = shared.issue("bob", 2, None, vec![]).unwrap().token;
+    assert!(imported.verify(&t2).is_some());
+    // A different file later changes nothing.
+    std::fs::write(
+        elsewhere.path().join("token-signing-key.pem"),
+        generate_key_pem().unwrap(),
+    )
+    .unwrap();
+    let again = Signer::open(db.accounts.as_ref(), elsewhere.path(), "berth", ttl)
+        .await
+        .unwrap();
+    assert!(again.verify(&token).is_some());
 }

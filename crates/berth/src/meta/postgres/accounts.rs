@@ -182,7 +182,8 @@ impl Accounts for PostgresMetadata {
     }
 
     async fn account_delete(&self, name: &str, kind: AccountKind) -> Result<Option<u64>> {
-        let mut tx = self.pool.begin().await?;
+        // As delete_repository: many rows, so not interleaved with the collector's.
+        let mut tx = self.shared_tx().await?;
         let r = sqlx::query("DELETE FROM accounts WHERE name = $1 AND kind = $2")
             .bind(name)
             .bind(kind.as_str())

@@ -15,7 +15,9 @@ use crate::meta::{
 };
 
 /// The repository's id, creating it if needed. Not an upsert: `DO UPDATE` would lock
-/// the row and queue every push to the repository behind the first.
+/// the row exclusively and queue every push to the repository behind the first. A key
+/// share lock instead: pushes share it, and a `delete_repository` waits for them (and
+/// they for it) rather than failing a foreign key half-way.
 async fn repo_id_or_create(conn: &mut PgConnection, repo: &RepoName) -> Result<i64> {
     loop {
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -31,10 +33,11 @@ async fn repo_id_or_create(conn: &mut PgConnection, repo: &RepoName) -> Result<i
         }
         // A new statement, a new snapshot: sees the row another replica just committed
         // (unless it was deleted meanwhile: then insert again).
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE")
+                .bind(repo.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
         if let Some(id) = found {
             return Ok(id);
         }
@@ -67,7 +70,7 @@ impl Metadata for PostgresMetadata {
         size: u64,
         present: Presence<'_>,
     ) -> Result<Linked> {
-        let mut tx = self.push_tx().await?;
+        let mut tx = self.shared_tx().await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
         let now = now_ms();
         sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
@@ -185,7 +188,7 @@ impl Metadata for PostgresMetadata {
     ) -> Result<PutManifest> {
         // The shared collector lock: the references checked here can't be collected
         // before this commits.
-        let mut tx = self.push_tx().await?;
+        let mut tx = self.shared_tx().await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
         for d in &m.blobs {
             let found: Option<i32> =
@@ -475,7 +478,9 @@ impl Metadata for PostgresMetadata {
     }
 
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        // Deletes many rows: sharing the collector lock keeps it from deadlocking with
+        // a collector transaction deleting some of them in another order.
+        let mut tx = self.shared_tx().await?;
         let r = sqlx::query("DELETE FROM repositories WHERE name = $1")
             .bind(repo.as_str())
             .execute(&mut *tx)
