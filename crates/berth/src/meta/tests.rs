@@ -221,6 +221,7 @@ engines!(
     replicas_racing_on_one_tag,
     deleting_a_repository_while_pushing_to_it_fails_neither,
     signer_imports_a_legacy_key_file_once,
+    nul_in_client_text_is_harmless,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2292,4 +2293,93 @@ async fn signer_imports_a_legacy_key_file_once(db: Db) {
         .await
         .unwrap();
     assert!(again.verify(&token).is_some());
+}
+
+/// A NUL can reach the metadata from a client (a Basic user name, a `last` or
+/// `artifactType` parameter, a string in a manifest): it must answer as any other
+/// unknown value does, not fail the statement (PostgreSQL's text can't hold NUL).
+async fn nul_in_client_text_is_harmless(db: Db) {
+    let c = blob(&db, "alice/app", "config", 1).await;
+    let subject = image(&db, "alice/app", "m", &[&c], Some("a")).await;
+    for t in ["a0", "a1", "b"] {
+        image(&db, "alice/app", "m", &[&c], Some(t)).await;
+    }
+    let r = repo("alice/app");
+    assert!(db.accounts.user_by_name("ad\0min").await.unwrap().is_none());
+    assert!(matches!(
+        db.accounts.user_create("x\0y", "h", false).await.unwrap(),
+        Created::Ok(_)
+    ));
+    assert!(db.accounts.team("x\0").await.unwrap().is_none());
+    assert!(!db.accounts.user_set_password("x\0", "h").await.unwrap());
+    assert!(db.accounts.tokens(Some("x\0")).await.unwrap().is_empty());
+    db.accounts
+        .audit(AuditEntry {
+            detail: Some("bad \0 input".into()),
+            actor: Some("x\0".into()),
+            ..entry(1, "login_failed")
+        })
+        .await
+        .unwrap();
+    let page = db.meta.tags(&r, Some("a\0zz"), 10).await.unwrap().unwrap();
+    assert_eq!(
+        page.items,
+        ["a0", "a1", "b"],
+        "a cursor after \"a\", before \"a0\""
+    );
+    let cat = db
+        .meta
+        .catalog(None, Some("alice/app\0"), 10)
+        .await
+        .unwrap();
+    assert!(cat.items.is_empty());
+    let (repos, _) = db
+        .meta
+        .repositories(None, Some("app\0"), None, 10)
+        .await
+        .unwrap();
+    assert!(repos.is_empty());
+    let f = TagFilter {
+        last: Some("a\0"),
+        n: 10,
+        digest: Some("sha256:\0"),
+    };
+    assert!(db
+        .meta
+        .tag_details(&r, f)
+        .await
+        .unwrap()
+        .unwrap()
+        .tags
+        .is_empty());
+    assert!(db
+        .meta
+        .referrers(&r, &subject, Some("x\0"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(db.meta.uploads_open("user:x\0").await.unwrap(), 0);
+    assert_eq!(db.gc.quota("ali\0ce").await.unwrap(), None);
+    assert_eq!(
+        db.gc.namespace_bytes("ali\0ce", None).await.unwrap(),
+        (0, false)
+    );
+    let d = dg("odd");
+    let m = NewManifest {
+        digest: &d,
+        media_type: IMAGE,
+        size: 1,
+        artifact_type: Some("application/x\0y"),
+        subject: Some(&subject),
+        annotations: None,
+        blobs: vec![&c],
+        children: vec![],
+        pushed_by: Some("x\0y"),
+    };
+    let put = db
+        .meta
+        .put_manifest(&r, &m, Some(&tag("odd")), yes())
+        .await
+        .unwrap();
+    assert_eq!(put, PutManifest::Stored);
 }

@@ -194,6 +194,20 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// Client text for a `TEXT` value. PostgreSQL's text can't hold NUL (SQLite's can),
+/// so a NUL would fail the statement and turn, say, a login with a forged user name
+/// into a 500. As U+FFFD it matches no name or digest (those are validated ASCII), so
+/// lookups answer "none" as on SQLite, and free text (audit details) keeps the rest.
+fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// A pagination cursor (`name > last`) cut at its first NUL: stored names contain none,
+/// so in byte order they compare with the cut cursor exactly as with the whole one.
+fn before_nul(s: &str) -> &str {
+    s.split('\0').next().unwrap_or(s)
+}
+
 /// A retention glob (`*`, `?`, otherwise literal) as a `LIKE … ESCAPE '\'` pattern.
 fn glob_to_like(glob: &str) -> String {
     let mut out = String::with_capacity(glob.len() + 4);

@@ -8,7 +8,7 @@ use oci::{Digest, RepoName, Tag};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::PostgresMetadata;
+use super::{before_nul, text, PostgresMetadata};
 use crate::meta::{
     now_ms, Linked, ManifestRow, Metadata, NewManifest, Page, Presence, PutManifest, Referrer,
     RepoSummary, Result, TagDetail, TagFilter, TagPage,
@@ -145,7 +145,7 @@ impl Metadata for PostgresMetadata {
             .bind(id.to_string())
             .bind(repo.as_str())
             .bind(now_ms())
-            .bind(owner)
+            .bind(text(owner))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -153,7 +153,7 @@ impl Metadata for PostgresMetadata {
 
     async fn uploads_open(&self, owner: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads WHERE owner = $1")
-            .bind(owner)
+            .bind(text(owner))
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
@@ -227,11 +227,11 @@ impl Metadata for PostgresMetadata {
         )
         .bind(repo_id)
         .bind(&digest)
-        .bind(m.media_type)
+        .bind(text(m.media_type))
         .bind(m.size as i64)
-        .bind(m.artifact_type)
+        .bind(m.artifact_type.map(text))
         .bind(m.subject.map(|s| s.to_string()))
-        .bind(m.annotations.as_deref())
+        .bind(m.annotations.as_deref().map(text))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -262,7 +262,7 @@ impl Metadata for PostgresMetadata {
             .bind(tag.as_str())
             .bind(&digest)
             .bind(now)
-            .bind(m.pushed_by)
+            .bind(m.pushed_by.map(text))
             .execute(&mut *tx)
             .await?;
         }
@@ -344,7 +344,7 @@ impl Metadata for PostgresMetadata {
             "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
         )
         .bind(repo_id)
-        .bind(last.unwrap_or(""))
+        .bind(before_nul(last.unwrap_or("")))
         .bind(n as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
@@ -367,7 +367,7 @@ impl Metadata for PostgresMetadata {
             "SELECT name FROM repositories WHERE name > $1 AND ({}) ORDER BY name LIMIT $2",
             namespace_filter("name", "$3")
         ))
-        .bind(last.unwrap_or(""))
+        .bind(before_nul(last.unwrap_or("")))
         .bind(n as i64 + 1)
         .bind(namespaces)
         .fetch_all(&self.pool)
@@ -396,8 +396,8 @@ impl Metadata for PostgresMetadata {
             namespace_filter("r.name", "$4")
         );
         let rows = sqlx::query(&sql)
-            .bind(last.unwrap_or(""))
-            .bind(contains)
+            .bind(before_nul(last.unwrap_or("")))
+            .bind(contains.map(text))
             .bind(n as i64 + 1)
             .bind(namespaces)
             .fetch_all(&self.pool)
@@ -449,8 +449,8 @@ impl Metadata for PostgresMetadata {
              ORDER BY t.name LIMIT $4",
         )
         .bind(repo_id)
-        .bind(filter.last)
-        .bind(filter.digest)
+        .bind(filter.last.map(before_nul))
+        .bind(filter.digest.map(text))
         .bind(i64::from(filter.n))
         .fetch_all(&self.pool)
         .await?;
@@ -458,7 +458,7 @@ impl Metadata for PostgresMetadata {
             "SELECT COUNT(*) FROM tags WHERE repo_id = $1 AND ($2::TEXT IS NULL OR digest = $2)",
         )
         .bind(repo_id)
-        .bind(filter.digest)
+        .bind(filter.digest.map(text))
         .fetch_one(&self.pool)
         .await?;
         Ok(Some(TagPage {
@@ -507,7 +507,7 @@ impl Metadata for PostgresMetadata {
         )
         .bind(repo.as_str())
         .bind(subject.to_string())
-        .bind(artifact_type)
+        .bind(artifact_type.map(text))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
