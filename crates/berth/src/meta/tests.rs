@@ -134,10 +134,7 @@ impl PgDatabase {
         let mut c = sqlx::PgConnection::connect(&admin_url)
             .await
             .expect("connecting to BERTH_TEST_POSTGRES_URL");
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        create_database(&mut c, &name).await;
         let url = with_database(&admin_url, &name);
         Some(PgDatabase {
             admin_url,
@@ -222,6 +219,9 @@ engines!(
     push_racing_the_collector_never_leaves_a_row_without_a_file,
     manifest_racing_the_collector_never_dangles,
     replicas_racing_on_one_tag,
+    deleting_a_repository_while_pushing_to_it_fails_neither,
+    signer_imports_a_legacy_key_file_once,
+    nul_in_client_text_is_harmless,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2180,4 +2180,206 @@ async fn replicas_racing_on_one_tag(db: Db) {
         .await
         .unwrap();
     assert_eq!(p.items.len(), 10);
+}
+
+/// Creates `name` with a natural-language default collation where the server can (ICU,
+/// PostgreSQL 15+), under which `ORDER BY` is not byte order: listings must still page
+/// in byte order, which only the schema's `COLLATE "C"` gives.
+async fn create_database(c: &mut sqlx::PgConnection, name: &str) {
+    let icu = format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+         LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+    );
+    if sqlx::raw_sql(&icu).execute(&mut *c).await.is_err() {
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+}
+
+/// One replica deletes a repository while the other pushes into it: each finishes as it
+/// would one after the other (no foreign-key failure, no deadlock, nothing dangling).
+async fn deleting_a_repository_while_pushing_to_it_fails_neither(db: Db) {
+    let other = db.replica().await;
+    for i in 0..20 {
+        let name = format!("alice/r{i}");
+        let c = blob(&db, &name, "config", 1).await;
+        image(&db, &name, "m0", &[&c], Some("v0")).await;
+        let r = repo(&name);
+        let (meta, c2, r2) = (db.meta.clone(), c.clone(), r.clone());
+        let pusher = tokio::spawn(async move {
+            let linked = meta.link_blob(&r2, &c2, 1, yes()).await.unwrap();
+            let d = dg(&format!("m-{i}"));
+            let m = NewManifest {
+                digest: &d,
+                media_type: IMAGE,
+                size: 1,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                blobs: vec![&c2],
+                children: vec![],
+                pushed_by: None,
+            };
+            let put = meta
+                .put_manifest(&r2, &m, Some(&tag("v1")), yes())
+                .await
+                .unwrap();
+            (linked, put)
+        });
+        let deleter = {
+            let (meta, r) = (other.meta.clone(), r.clone());
+            tokio::spawn(async move { meta.delete_repository(&r).await.unwrap() })
+        };
+        let (linked, put) = pusher.await.unwrap();
+        assert!(deleter.await.unwrap(), "round {i}");
+        assert_eq!(linked, Linked::Linked);
+        // Stored, or refused because the link went with the repository in between.
+        assert!(
+            matches!(put, PutManifest::Stored | PutManifest::MissingReference(_)),
+            "round {i}: {put:?}"
+        );
+        if let Some(row) = db.meta.manifest_by_tag(&r, &tag("v1")).await.unwrap() {
+            assert_eq!(
+                db.meta.repo_blob(&r, &c).await.unwrap(),
+                Some(1),
+                "round {i}"
+            );
+            assert_eq!(row.digest, dg(&format!("m-{i}")));
+        }
+        assert!(
+            db.gc.fsck_dangling_refs().await.unwrap().is_empty(),
+            "round {i}"
+        );
+    }
+}
+
+/// Upgrading from a Berth that kept the token key in the data directory: the file's
+/// key goes into the database (tokens it signed stay valid), and once the database has
+/// a key, that one wins over any file.
+async fn signer_imports_a_legacy_key_file_once(db: Db) {
+    use crate::auth::jwt::{generate_key_pem, Signer};
+    let ttl = Duration::from_secs(300);
+    let dir = tempfile::tempdir().unwrap();
+    let old_pem = generate_key_pem().unwrap();
+    std::fs::write(dir.path().join("token-signing-key.pem"), &old_pem).unwrap();
+    let old = Signer::from_pem(&old_pem, "berth", ttl).unwrap();
+    let token = old.issue("alice", 1, None, vec![]).unwrap().token;
+
+    let imported = Signer::open(db.accounts.as_ref(), dir.path(), "berth", ttl)
+        .await
+        .unwrap();
+    assert!(
+        imported.verify(&token).is_some(),
+        "a token from before the upgrade"
+    );
+    // Another replica, without the file (its own data directory), gets the same key.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let replica = db.replica().await;
+    let shared = Signer::open(replica.accounts.as_ref(), elsewhere.path(), "berth", ttl)
+        .await
+        .unwrap();
+    assert!(shared.verify(&token).is_some());
+    let t2 = shared.issue("bob", 2, None, vec![]).unwrap().token;
+    assert!(imported.verify(&t2).is_some());
+    // A different file later changes nothing.
+    std::fs::write(
+        elsewhere.path().join("token-signing-key.pem"),
+        generate_key_pem().unwrap(),
+    )
+    .unwrap();
+    let again = Signer::open(db.accounts.as_ref(), elsewhere.path(), "berth", ttl)
+        .await
+        .unwrap();
+    assert!(again.verify(&token).is_some());
+}
+
+/// A NUL can reach the metadata from a client (a Basic user name, a `last` or
+/// `artifactType` parameter, a string in a manifest): it must answer as any other
+/// unknown value does, not fail the statement (PostgreSQL's text can't hold NUL).
+async fn nul_in_client_text_is_harmless(db: Db) {
+    let c = blob(&db, "alice/app", "config", 1).await;
+    let subject = image(&db, "alice/app", "m", &[&c], Some("a")).await;
+    for t in ["a0", "a1", "b"] {
+        image(&db, "alice/app", "m", &[&c], Some(t)).await;
+    }
+    let r = repo("alice/app");
+    assert!(db.accounts.user_by_name("ad\0min").await.unwrap().is_none());
+    assert!(matches!(
+        db.accounts.user_create("x\0y", "h", false).await.unwrap(),
+        Created::Ok(_)
+    ));
+    assert!(db.accounts.team("x\0").await.unwrap().is_none());
+    assert!(!db.accounts.user_set_password("x\0", "h").await.unwrap());
+    assert!(db.accounts.tokens(Some("x\0")).await.unwrap().is_empty());
+    db.accounts
+        .audit(AuditEntry {
+            detail: Some("bad \0 input".into()),
+            actor: Some("x\0".into()),
+            ..entry(1, "login_failed")
+        })
+        .await
+        .unwrap();
+    let page = db.meta.tags(&r, Some("a\0zz"), 10).await.unwrap().unwrap();
+    assert_eq!(
+        page.items,
+        ["a0", "a1", "b"],
+        "a cursor after \"a\", before \"a0\""
+    );
+    let cat = db
+        .meta
+        .catalog(None, Some("alice/app\0"), 10)
+        .await
+        .unwrap();
+    assert!(cat.items.is_empty());
+    let (repos, _) = db
+        .meta
+        .repositories(None, Some("app\0"), None, 10)
+        .await
+        .unwrap();
+    assert!(repos.is_empty());
+    let f = TagFilter {
+        last: Some("a\0"),
+        n: 10,
+        digest: Some("sha256:\0"),
+    };
+    assert!(db
+        .meta
+        .tag_details(&r, f)
+        .await
+        .unwrap()
+        .unwrap()
+        .tags
+        .is_empty());
+    assert!(db
+        .meta
+        .referrers(&r, &subject, Some("x\0"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(db.meta.uploads_open("user:x\0").await.unwrap(), 0);
+    assert_eq!(db.gc.quota("ali\0ce").await.unwrap(), None);
+    assert_eq!(
+        db.gc.namespace_bytes("ali\0ce", None).await.unwrap(),
+        (0, false)
+    );
+    let d = dg("odd");
+    let m = NewManifest {
+        digest: &d,
+        media_type: IMAGE,
+        size: 1,
+        artifact_type: Some("application/x\0y"),
+        subject: Some(&subject),
+        annotations: None,
+        blobs: vec![&c],
+        children: vec![],
+        pushed_by: Some("x\0y"),
+    };
+    let put = db
+        .meta
+        .put_manifest(&r, &m, Some(&tag("odd")), yes())
+        .await
+        .unwrap();
+    assert_eq!(put, PutManifest::Stored);
 }

@@ -101,10 +101,7 @@ impl PgDatabase {
         let mut c = sqlx::PgConnection::connect(admin_url)
             .await
             .expect("connecting to BERTH_TEST_POSTGRES_URL");
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        create_database(&mut c, &name).await;
         let url = with_database(admin_url, &name);
         (
             PgDatabase {
@@ -437,5 +434,21 @@ impl Drop for TestApp {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Creates `name` with a natural-language default collation where the server can (ICU,
+/// PostgreSQL 15+), under which `ORDER BY` is not byte order: listings must still page
+/// in byte order, which only the schema's `COLLATE "C"` gives.
+async fn create_database(c: &mut sqlx::PgConnection, name: &str) {
+    let icu = format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+         LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+    );
+    if sqlx::raw_sql(&icu).execute(&mut *c).await.is_err() {
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *c)
+            .await
+            .unwrap();
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::PostgresMetadata;
+use super::{text, PostgresMetadata};
 use crate::meta::accounts::{
     AccessToken, AccountKind, Accounts, AuditEntry, Created, Member, MemberChange, Role, Team, User,
 };
@@ -64,7 +64,7 @@ impl PostgresMetadata {
     async fn account_id(&self, name: &str, kind: AccountKind) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT id FROM accounts WHERE name = $1 AND kind = $2")
-                .bind(name)
+                .bind(text(name))
                 .bind(kind.as_str())
                 .fetch_optional(&self.pool)
                 .await?,
@@ -91,8 +91,8 @@ impl Accounts for PostgresMetadata {
             "INSERT INTO accounts (name, kind, password_hash, is_admin, created_at)
              VALUES ($1, 'user', $2, $3, $4) RETURNING {USER_COLUMNS}"
         ))
-        .bind(name)
-        .bind(password_hash)
+        .bind(text(name))
+        .bind(text(password_hash))
         .bind(is_admin)
         .bind(now_ms())
         .fetch_one(&self.pool)
@@ -108,7 +108,7 @@ impl Accounts for PostgresMetadata {
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS}, password_hash FROM accounts WHERE name = $1 AND kind = 'user'"
         ))
-        .bind(name)
+        .bind(text(name))
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| {
@@ -156,8 +156,8 @@ impl Accounts for PostgresMetadata {
     async fn user_set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
         let r =
             sqlx::query("UPDATE accounts SET password_hash = $1 WHERE name = $2 AND kind = 'user'")
-                .bind(password_hash)
-                .bind(name)
+                .bind(text(password_hash))
+                .bind(text(name))
                 .execute(&self.pool)
                 .await?;
         Ok(r.rows_affected() > 0)
@@ -166,7 +166,7 @@ impl Accounts for PostgresMetadata {
     async fn user_set_admin(&self, name: &str, is_admin: bool) -> Result<bool> {
         let r = sqlx::query("UPDATE accounts SET is_admin = $1 WHERE name = $2 AND kind = 'user'")
             .bind(is_admin)
-            .bind(name)
+            .bind(text(name))
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
@@ -182,9 +182,10 @@ impl Accounts for PostgresMetadata {
     }
 
     async fn account_delete(&self, name: &str, kind: AccountKind) -> Result<Option<u64>> {
-        let mut tx = self.pool.begin().await?;
+        // As delete_repository: many rows, so not interleaved with the collector's.
+        let mut tx = self.shared_tx().await?;
         let r = sqlx::query("DELETE FROM accounts WHERE name = $1 AND kind = $2")
-            .bind(name)
+            .bind(text(name))
             .bind(kind.as_str())
             .execute(&mut *tx)
             .await?;
@@ -196,17 +197,17 @@ impl Accounts for PostgresMetadata {
         let repos = sqlx::query(
             "DELETE FROM repositories WHERE name = $1 OR (name >= $1 || '/' AND name < $1 || '0')",
         )
-        .bind(name)
+        .bind(text(name))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "DELETE FROM uploads WHERE repo = $1 OR (repo >= $1 || '/' AND repo < $1 || '0')",
         )
-        .bind(name)
+        .bind(text(name))
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM quotas WHERE namespace = $1")
-            .bind(name)
+            .bind(text(name))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -217,7 +218,7 @@ impl Accounts for PostgresMetadata {
         let r = sqlx::query(
             "INSERT INTO accounts (name, kind, created_at) VALUES ($1, 'team', $2) RETURNING id, created_at",
         )
-        .bind(name)
+        .bind(text(name))
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await;
@@ -237,7 +238,7 @@ impl Accounts for PostgresMetadata {
         let row = sqlx::query(
             "SELECT id, name, created_at FROM accounts WHERE name = $1 AND kind = 'team'",
         )
-        .bind(name)
+        .bind(text(name))
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -320,7 +321,7 @@ impl Accounts for PostgresMetadata {
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(user_id)
-        .bind(name)
+        .bind(text(name))
         .bind(secret_hash)
         .bind(now_ms())
         .bind(expires_at)
@@ -375,7 +376,7 @@ impl Accounts for PostgresMetadata {
         let rows = sqlx::query(&format!(
             "{TOKEN_SELECT} WHERE ($1::TEXT IS NULL OR a.name = $1) ORDER BY a.name, t.name"
         ))
-        .bind(user)
+        .bind(user.map(text))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(token).collect())
@@ -386,8 +387,8 @@ impl Accounts for PostgresMetadata {
             "DELETE FROM access_tokens WHERE name = $1
              AND user_id = (SELECT id FROM accounts WHERE name = $2 AND kind = 'user')",
         )
-        .bind(name)
-        .bind(user)
+        .bind(text(name))
+        .bind(text(user))
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
@@ -411,7 +412,7 @@ impl Accounts for PostgresMetadata {
         )
         .bind(id)
         .bind(user_id)
-        .bind(csrf)
+        .bind(text(csrf))
         .bind(now)
         .bind(expires_at)
         .execute(&mut *tx)
@@ -446,8 +447,8 @@ impl Accounts for PostgresMetadata {
             "DELETE FROM sessions WHERE user_id = (SELECT id FROM accounts WHERE name = $1 AND kind = 'user')
              AND id IS DISTINCT FROM $2",
         )
-        .bind(user)
-        .bind(keep)
+        .bind(text(user))
+        .bind(keep.map(text))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -458,11 +459,11 @@ impl Accounts for PostgresMetadata {
             "INSERT INTO audit_log (at, actor, action, target, detail, client) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(e.at)
-        .bind(e.actor)
-        .bind(e.action)
-        .bind(e.target)
-        .bind(e.detail)
-        .bind(e.client)
+        .bind(e.actor.as_deref().map(text))
+        .bind(text(&e.action))
+        .bind(e.target.as_deref().map(text))
+        .bind(e.detail.as_deref().map(text))
+        .bind(e.client.as_deref().map(text))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -11,7 +11,7 @@ use oci::Digest;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{glob_to_like, PostgresMetadata, DB_NOW_MS};
+use super::{before_nul, glob_to_like, text, PostgresMetadata, DB_NOW_MS};
 use crate::meta::gc::{
     DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained, RetentionRule,
     Usage,
@@ -100,7 +100,7 @@ impl GcStore for PostgresMetadata {
         .bind(r.blobs_deleted as i64)
         .bind(r.bytes_freed as i64)
         .bind(r.uploads_expired as i64)
-        .bind(error)
+        .bind(error.map(text))
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -353,7 +353,7 @@ impl GcStore for PostgresMetadata {
              SELECT COALESCE((SELECT SUM(b.size) FROM linked l JOIN blobs b ON b.digest = l.digest), 0)::BIGINT AS bytes,
                     EXISTS (SELECT 1 FROM linked WHERE digest = $2) AS has",
         )
-        .bind(namespace)
+        .bind(text(namespace))
         .bind(digest.map(|d| d.to_string()))
         .fetch_one(&self.pool)
         .await?;
@@ -364,7 +364,7 @@ impl GcStore for PostgresMetadata {
         let rows = sqlx::query(
             "SELECT digest, size FROM blobs WHERE ($1::TEXT IS NULL OR digest > $1) ORDER BY digest LIMIT $2",
         )
-        .bind(after)
+        .bind(after.map(before_nul))
         .bind(i64::from(n))
         .fetch_all(&self.pool)
         .await?;
@@ -617,7 +617,7 @@ impl GcStore for PostgresMetadata {
 
     async fn quota(&self, namespace: &str) -> Result<Option<u64>> {
         let q: Option<i64> = sqlx::query_scalar("SELECT bytes FROM quotas WHERE namespace = $1")
-            .bind(namespace)
+            .bind(text(namespace))
             .fetch_optional(&self.pool)
             .await?;
         Ok(q.map(|q| q as u64))
@@ -630,7 +630,7 @@ impl GcStore for PostgresMetadata {
                     "INSERT INTO quotas (namespace, bytes, updated_at) VALUES ($1, $2, $3)
                      ON CONFLICT (namespace) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
                 )
-                .bind(namespace)
+                .bind(text(namespace))
                 .bind(i64::try_from(b).unwrap_or(i64::MAX))
                 .bind(now_ms())
                 .execute(&self.pool)
@@ -638,7 +638,7 @@ impl GcStore for PostgresMetadata {
             }
             None => {
                 sqlx::query("DELETE FROM quotas WHERE namespace = $1")
-                    .bind(namespace)
+                    .bind(text(namespace))
                     .execute(&self.pool)
                     .await?;
             }

@@ -5,20 +5,26 @@
 //! rebuilt from two pieces:
 //!
 //! - **The collector lock**, a transaction-scoped advisory lock. Recording a blob or a
-//!   manifest (`link_blob`, `put_manifest`: the transactions that ask [`Presence`]
-//!   and check references) takes it *shared*; every collector transaction that decides
-//!   something is garbage and acts on it (forgetting blobs, tombstoning orphans,
-//!   deleting files, unreachable manifests, retention, fsck's repairs) takes it
-//!   *exclusive*. So a collector transaction and a push never interleave, exactly as
-//!   under SQLite's write lock, while pushes still run in parallel with each other. A
-//!   collector statement runs after it got the lock, so at READ COMMITTED it sees every
-//!   push that went before; a push that comes after sees the collector's deletions
-//!   (the file gone → `Vanished`, the reference gone → `MissingReference`).
+//!   manifest (`link_blob`, `put_manifest`: the transactions that ask
+//!   [`Presence`](crate::meta::Presence) and check references) takes it *shared*, and
+//!   so do the deletions of many rows at once (`delete_repository`, `account_delete`),
+//!   which could otherwise deadlock with a collector deleting some of the same rows in
+//!   another order. Every collector transaction that decides something is garbage and
+//!   acts on it (forgetting blobs, tombstoning orphans, deleting files, unreachable
+//!   manifests, retention, fsck's repairs) takes it *exclusive*. So a collector
+//!   transaction and a push never interleave, exactly as under SQLite's write lock,
+//!   while pushes still run in parallel with each other. A collector statement runs
+//!   after it got the lock, so at READ COMMITTED it sees every push that went before; a
+//!   push that comes after sees the collector's deletions (the file gone → `Vanished`,
+//!   the reference gone → `MissingReference`).
 //! - **Single-statement upserts** wherever pushes race each other: `ON CONFLICT` makes
 //!   two replicas recording the same blob, manifest or tag agree (the last tag wins, as
 //!   the last of two serial pushes would). A repository is created with `ON CONFLICT DO
-//!   NOTHING` and then read, not upserted, so pushes to one repository do not queue on
-//!   its row; the foreign keys' key-share locks keep it from being deleted under them.
+//!   NOTHING` and then read with a key-share lock, not upserted, so pushes to one
+//!   repository do not queue on its row, and deleting it waits for them to commit.
+//!
+//! Each remaining single statement (deleting a tag, a manifest, a link) touches one row
+//! and what cascades from it, so none can deadlock with the above.
 //!
 //! The collector's lease is one upsert whose `WHERE` is evaluated on the locked,
 //! current row, so of two replicas racing for it exactly one wins; its expiry uses the
@@ -133,8 +139,9 @@ impl PostgresMetadata {
         Ok(PostgresMetadata { pool })
     }
 
-    /// A transaction that records a blob or manifest: shares the collector lock.
-    async fn push_tx(&self) -> Result<Transaction<'static, Postgres>> {
+    /// A transaction that records a blob or manifest, or deletes a repository: shares
+    /// the collector lock.
+    async fn shared_tx(&self) -> Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(COLLECTOR_LOCK)
@@ -187,6 +194,20 @@ async fn migrate(pool: &PgPool) -> Result<()> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// Client text for a `TEXT` value. PostgreSQL's text can't hold NUL (SQLite's can),
+/// so a NUL would fail the statement and turn, say, a login with a forged user name
+/// into a 500. As U+FFFD it matches no name or digest (those are validated ASCII), so
+/// lookups answer "none" as on SQLite, and free text (audit details) keeps the rest.
+fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// A pagination cursor (`name > last`) cut at its first NUL: stored names contain none,
+/// so in byte order they compare with the cut cursor exactly as with the whole one.
+fn before_nul(s: &str) -> &str {
+    s.split('\0').next().unwrap_or(s)
 }
 
 /// A retention glob (`*`, `?`, otherwise literal) as a `LIKE … ESCAPE '\'` pattern.

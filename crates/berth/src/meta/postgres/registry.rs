@@ -8,14 +8,16 @@ use oci::{Digest, RepoName, Tag};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::PostgresMetadata;
+use super::{before_nul, text, PostgresMetadata};
 use crate::meta::{
     now_ms, Linked, ManifestRow, Metadata, NewManifest, Page, Presence, PutManifest, Referrer,
     RepoSummary, Result, TagDetail, TagFilter, TagPage,
 };
 
 /// The repository's id, creating it if needed. Not an upsert: `DO UPDATE` would lock
-/// the row and queue every push to the repository behind the first.
+/// the row exclusively and queue every push to the repository behind the first. A key
+/// share lock instead: pushes share it, and a `delete_repository` waits for them (and
+/// they for it) rather than failing a foreign key half-way.
 async fn repo_id_or_create(conn: &mut PgConnection, repo: &RepoName) -> Result<i64> {
     loop {
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -31,10 +33,11 @@ async fn repo_id_or_create(conn: &mut PgConnection, repo: &RepoName) -> Result<i
         }
         // A new statement, a new snapshot: sees the row another replica just committed
         // (unless it was deleted meanwhile: then insert again).
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE")
+                .bind(repo.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
         if let Some(id) = found {
             return Ok(id);
         }
@@ -67,7 +70,7 @@ impl Metadata for PostgresMetadata {
         size: u64,
         present: Presence<'_>,
     ) -> Result<Linked> {
-        let mut tx = self.push_tx().await?;
+        let mut tx = self.shared_tx().await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
         let now = now_ms();
         sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
@@ -142,7 +145,7 @@ impl Metadata for PostgresMetadata {
             .bind(id.to_string())
             .bind(repo.as_str())
             .bind(now_ms())
-            .bind(owner)
+            .bind(text(owner))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -150,7 +153,7 @@ impl Metadata for PostgresMetadata {
 
     async fn uploads_open(&self, owner: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads WHERE owner = $1")
-            .bind(owner)
+            .bind(text(owner))
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
@@ -185,7 +188,7 @@ impl Metadata for PostgresMetadata {
     ) -> Result<PutManifest> {
         // The shared collector lock: the references checked here can't be collected
         // before this commits.
-        let mut tx = self.push_tx().await?;
+        let mut tx = self.shared_tx().await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
         for d in &m.blobs {
             let found: Option<i32> =
@@ -224,11 +227,11 @@ impl Metadata for PostgresMetadata {
         )
         .bind(repo_id)
         .bind(&digest)
-        .bind(m.media_type)
+        .bind(text(m.media_type))
         .bind(m.size as i64)
-        .bind(m.artifact_type)
+        .bind(m.artifact_type.map(text))
         .bind(m.subject.map(|s| s.to_string()))
-        .bind(m.annotations.as_deref())
+        .bind(m.annotations.as_deref().map(text))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -259,7 +262,7 @@ impl Metadata for PostgresMetadata {
             .bind(tag.as_str())
             .bind(&digest)
             .bind(now)
-            .bind(m.pushed_by)
+            .bind(m.pushed_by.map(text))
             .execute(&mut *tx)
             .await?;
         }
@@ -341,7 +344,7 @@ impl Metadata for PostgresMetadata {
             "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3",
         )
         .bind(repo_id)
-        .bind(last.unwrap_or(""))
+        .bind(before_nul(last.unwrap_or("")))
         .bind(n as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
@@ -364,7 +367,7 @@ impl Metadata for PostgresMetadata {
             "SELECT name FROM repositories WHERE name > $1 AND ({}) ORDER BY name LIMIT $2",
             namespace_filter("name", "$3")
         ))
-        .bind(last.unwrap_or(""))
+        .bind(before_nul(last.unwrap_or("")))
         .bind(n as i64 + 1)
         .bind(namespaces)
         .fetch_all(&self.pool)
@@ -393,8 +396,8 @@ impl Metadata for PostgresMetadata {
             namespace_filter("r.name", "$4")
         );
         let rows = sqlx::query(&sql)
-            .bind(last.unwrap_or(""))
-            .bind(contains)
+            .bind(before_nul(last.unwrap_or("")))
+            .bind(contains.map(text))
             .bind(n as i64 + 1)
             .bind(namespaces)
             .fetch_all(&self.pool)
@@ -446,8 +449,8 @@ impl Metadata for PostgresMetadata {
              ORDER BY t.name LIMIT $4",
         )
         .bind(repo_id)
-        .bind(filter.last)
-        .bind(filter.digest)
+        .bind(filter.last.map(before_nul))
+        .bind(filter.digest.map(text))
         .bind(i64::from(filter.n))
         .fetch_all(&self.pool)
         .await?;
@@ -455,7 +458,7 @@ impl Metadata for PostgresMetadata {
             "SELECT COUNT(*) FROM tags WHERE repo_id = $1 AND ($2::TEXT IS NULL OR digest = $2)",
         )
         .bind(repo_id)
-        .bind(filter.digest)
+        .bind(filter.digest.map(text))
         .fetch_one(&self.pool)
         .await?;
         Ok(Some(TagPage {
@@ -475,7 +478,9 @@ impl Metadata for PostgresMetadata {
     }
 
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        // Deletes many rows: sharing the collector lock keeps it from deadlocking with
+        // a collector transaction deleting some of them in another order.
+        let mut tx = self.shared_tx().await?;
         let r = sqlx::query("DELETE FROM repositories WHERE name = $1")
             .bind(repo.as_str())
             .execute(&mut *tx)
@@ -502,7 +507,7 @@ impl Metadata for PostgresMetadata {
         )
         .bind(repo.as_str())
         .bind(subject.to_string())
-        .bind(artifact_type)
+        .bind(artifact_type.map(text))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
