@@ -198,6 +198,7 @@ mod s3 {
         s3_a_restart_mid_upload_loses_nothing,
         s3_a_digest_mismatch_after_assembly_commits_nothing,
         s3_redirect_urls_serve_the_blob_and_its_ranges,
+        s3_credentials_come_from_a_file,
     );
 
     #[tokio::test]
@@ -682,6 +683,41 @@ async fn s3_redirect_urls_serve_the_blob_and_its_ranges(b: &S3Backend) {
         .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap(), data.slice(10..20));
+}
+
+async fn s3_credentials_come_from_a_file(b: &S3Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, secret) = (&b.config.access_key_id, &b.config.secret_access_key);
+    let aws = dir.path().join("credentials");
+    std::fs::write(
+        &aws,
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let from_aws_file = S3Config {
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+        credentials_file: Some(aws),
+        ..b.config.clone()
+    };
+    S3BlobStore::open(from_aws_file).await.unwrap();
+    // A mounted Kubernetes Secret: the file is the secret, the key id is configured.
+    let mounted = dir.path().join("secret-access-key");
+    std::fs::write(&mounted, format!("{secret}\n")).unwrap();
+    let from_secret_file = S3Config {
+        secret_access_key: String::new(),
+        credentials_file: Some(mounted.clone()),
+        ..b.config.clone()
+    };
+    let s = S3BlobStore::open(from_secret_file.clone()).await.unwrap();
+    let d = Digest::sha256_of(b"signed with the file's secret");
+    s.put(&d, body(&[b"signed with the file's secret"]))
+        .await
+        .unwrap();
+    // A wrong secret is refused at open, and is not mistaken for an outage.
+    std::fs::write(&mounted, "not-the-secret").unwrap();
+    let e = S3BlobStore::open(from_secret_file).await.unwrap_err();
+    assert!(matches!(e, BlobError::Io(_)), "{e:?}");
 }
 
 fn unreachable_config(endpoint: String) -> S3Config {
