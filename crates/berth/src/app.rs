@@ -1,9 +1,10 @@
 //! The application state every request handler shares.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use blobstore::{BlobStore, FsBlobStore};
+use blobstore::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 
 use crate::auth::jwt::Signer;
 use crate::auth::throttle::Throttle;
@@ -62,23 +63,55 @@ impl Stores {
         bail!("metadata.url: unsupported scheme {scheme:?}; leave it empty for SQLite in the data directory, or use postgres://user:password@host:port/database")
     }
 
-    /// The blob store the configuration names.
-    pub fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
-        Self::open_blobs_as(config, &config.storage.backend)
+    /// The blob store the configuration names. An S3 bucket is checked to answer, so
+    /// a wrong endpoint or key fails at start rather than at the first push.
+    pub async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+        Self::open_blobs_as(config, &config.storage.backend).await
     }
 
     /// The blob store of `backend` ("fs" or "s3") with the configuration's settings for
     /// it, whichever backend the configuration serves from (for migrate-storage).
-    pub fn open_blobs_as(config: &Config, backend: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
+    pub async fn open_blobs_as(
+        config: &Config,
+        backend: &str,
+    ) -> anyhow::Result<Arc<dyn BlobStore>> {
         let data_dir = &config.storage.data_dir;
         match backend {
             "fs" => Ok(Arc::new(
                 FsBlobStore::open(data_dir.join("blobstore"))
                     .with_context(|| format!("opening blob store in {}", data_dir.display()))?,
             )),
-            other => {
-                bail!("storage.backend = {other:?} is not supported by this build yet; use \"fs\"")
+            "s3" => {
+                let c = &config.storage.s3;
+                let s3 = S3Config {
+                    endpoint: c.endpoint.clone(),
+                    region: c.region.clone(),
+                    bucket: c.bucket.clone(),
+                    prefix: c.prefix.clone(),
+                    access_key_id: c.access_key_id.clone(),
+                    secret_access_key: c.secret_access_key.clone(),
+                    credentials_file: Some(&c.credentials_file)
+                        .filter(|f| !f.is_empty())
+                        .map(PathBuf::from),
+                    virtual_hosted_style: c.virtual_hosted_style,
+                    allow_http: c.allow_http,
+                    ..S3Config::default()
+                };
+                let where_ = format!(
+                    "S3 bucket {:?} at {}",
+                    c.bucket,
+                    if c.endpoint.is_empty() {
+                        "AWS"
+                    } else {
+                        &c.endpoint
+                    }
+                );
+                let store = S3BlobStore::open(s3)
+                    .await
+                    .with_context(|| format!("opening the blob store: {where_}"))?;
+                Ok(Arc::new(store))
             }
+            other => bail!("storage.backend = {other:?}: use \"fs\" or \"s3\""),
         }
     }
 }
@@ -108,7 +141,7 @@ impl App {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         let Stores { meta, accounts, gc } = Stores::open(&config).await?;
         let data_dir = &config.storage.data_dir;
-        let blobs = Stores::open_blobs(&config)?;
+        let blobs = Stores::open_blobs(&config).await?;
         let signer = Signer::open(
             accounts.as_ref(),
             data_dir,

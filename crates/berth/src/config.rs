@@ -71,14 +71,56 @@ impl Default for Storage {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3 {
+    /// e.g. `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`; empty: AWS
+    /// for `region`.
     pub endpoint: String,
+    /// Empty: `us-east-1` (or `AWS_DEFAULT_REGION`).
     pub region: String,
     pub bucket: String,
+    /// Every key starts with `<prefix>/`: several registries can share a bucket.
+    pub prefix: String,
+    /// Empty: from `credentials_file`, else `AWS_ACCESS_KEY_ID`.
     pub access_key_id: String,
+    /// Empty: from `credentials_file`, else `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key: String,
+    /// An AWS credentials file, or a file holding only the secret access key.
+    pub credentials_file: String,
+    /// `https://<bucket>.<host>/` instead of path-style `https://<host>/<bucket>/`.
+    pub virtual_hosted_style: bool,
+    /// Plain HTTP to a non-loopback endpoint.
+    pub allow_http: bool,
+    /// Blob GETs answer 307 to a presigned URL of the object.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid.
+    pub redirect_ttl: DurationStr,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        S3 {
+            endpoint: String::new(),
+            region: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            credentials_file: String::new(),
+            virtual_hosted_style: false,
+            allow_http: false,
+            redirect: false,
+            redirect_ttl: DurationStr::from("20m"),
+        }
+    }
+}
+
+impl Storage {
+    /// How long blob GETs' presigned URLs live, when they are redirected at all.
+    pub fn redirect_ttl(&self) -> Option<Duration> {
+        (self.backend == "s3" && self.s3.redirect).then(|| self.s3.redirect_ttl.get())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -323,6 +365,31 @@ impl Config {
             "fs" | "s3" => {}
             other => bail!("storage.backend must be \"fs\" or \"s3\", not {other:?}"),
         }
+        if self.storage.backend == "s3" {
+            let s3 = &self.storage.s3;
+            if s3.bucket.is_empty() {
+                bail!("storage.s3.bucket must be set when storage.backend = \"s3\"");
+            }
+            if !(s3.endpoint.is_empty()
+                || s3.endpoint.starts_with("https://")
+                || s3.endpoint.starts_with("http://"))
+            {
+                bail!(
+                    "storage.s3.endpoint must start with https:// or http:// (or be empty for AWS)"
+                );
+            }
+            if !s3
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
+                bail!("storage.s3.prefix may only hold letters, digits and -_./");
+            }
+            let ttl = s3.redirect_ttl.get();
+            if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(7 * 86400) {
+                bail!("storage.s3.redirect_ttl must be between 10s and 7d (what S3 signs)");
+            }
+        }
         match self.log.format.as_str() {
             "text" | "json" => {}
             other => bail!("log.format must be \"text\" or \"json\", not {other:?}"),
@@ -386,6 +453,29 @@ mod tests {
         a.sort();
         b.sort();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn the_s3_backend_needs_a_bucket() {
+        let mut c = Config::default();
+        c.storage.backend = "s3".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.s3.bucket"), "{e}");
+        c.storage.s3.bucket = "layers".into();
+        c.validate().unwrap();
+        c.storage.s3.endpoint = "minio:9000".into();
+        assert!(c.validate().is_err());
+        c.storage.s3.endpoint = "http://minio:9000".into();
+        c.storage.s3.redirect_ttl = DurationStr::from("30d");
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("redirect_ttl"));
+        assert_eq!(c.storage.redirect_ttl(), None);
+        c.storage.s3.redirect = true;
+        c.storage.s3.redirect_ttl = DurationStr::from("20m");
+        assert_eq!(c.storage.redirect_ttl(), Some(Duration::from_secs(1200)));
     }
 
     #[test]

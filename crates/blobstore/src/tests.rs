@@ -198,6 +198,8 @@ mod s3 {
         s3_a_restart_mid_upload_loses_nothing,
         s3_a_digest_mismatch_after_assembly_commits_nothing,
         s3_redirect_urls_serve_the_blob_and_its_ranges,
+        s3_credentials_come_from_a_file,
+        s3_storage_failing_mid_chunk_leaves_the_upload_as_it_was,
     );
 
     #[tokio::test]
@@ -682,6 +684,150 @@ async fn s3_redirect_urls_serve_the_blob_and_its_ranges(b: &S3Backend) {
         .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap(), data.slice(10..20));
+}
+
+async fn s3_credentials_come_from_a_file(b: &S3Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, secret) = (&b.config.access_key_id, &b.config.secret_access_key);
+    let aws = dir.path().join("credentials");
+    std::fs::write(
+        &aws,
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let from_aws_file = S3Config {
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+        credentials_file: Some(aws),
+        ..b.config.clone()
+    };
+    S3BlobStore::open(from_aws_file).await.unwrap();
+    // A mounted Kubernetes Secret: the file is the secret, the key id is configured.
+    let mounted = dir.path().join("secret-access-key");
+    std::fs::write(&mounted, format!("{secret}\n")).unwrap();
+    let from_secret_file = S3Config {
+        secret_access_key: String::new(),
+        credentials_file: Some(mounted.clone()),
+        ..b.config.clone()
+    };
+    let s = S3BlobStore::open(from_secret_file.clone()).await.unwrap();
+    let d = Digest::sha256_of(b"signed with the file's secret");
+    s.put(&d, body(&[b"signed with the file's secret"]))
+        .await
+        .unwrap();
+    // A wrong secret is refused at open, and is not mistaken for an outage.
+    std::fs::write(&mounted, "not-the-secret").unwrap();
+    let e = S3BlobStore::open(from_secret_file).await.unwrap_err();
+    assert!(matches!(e, BlobError::Io(_)), "{e:?}");
+}
+
+/// A TCP relay to the S3 server that can be cut (the storage goes away) and restored.
+struct Relay {
+    port: u16,
+    target: String,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let mut r = Relay {
+            port: 0,
+            target,
+            accept: None,
+            conns: Arc::default(),
+        };
+        r.up().await;
+        r
+    }
+
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let (target, conns) = (self.target.clone(), self.conns.clone());
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        }));
+    }
+
+    fn down(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// S3 goes away after the chunk's first part was stored and before its second: the
+/// append fails as unavailable, and the session is still what it was before it.
+async fn s3_storage_failing_mid_chunk_leaves_the_upload_as_it_was(b: &S3Backend) {
+    let target = b.config.endpoint.trim_start_matches("http://").to_string();
+    let relay = Arc::new(tokio::sync::Mutex::new(Relay::start(target).await));
+    let via = S3Config {
+        endpoint: format!("http://127.0.0.1:{}", relay.lock().await.port),
+        max_retries: 1,
+        ..b.config.clone()
+    };
+    let s = S3BlobStore::new(via).unwrap();
+    let data = pattern(3 * PART, 11);
+    let id = Uuid::new_v4();
+    s.upload_start(id).await.unwrap();
+    s.upload_append(id, None, pieces(data.slice(..PART / 2), 65_536))
+        .await
+        .unwrap();
+    let before = b.state(id).await;
+
+    let chunks = vec![
+        data.slice(PART / 2..PART / 2 + PART),
+        data.slice(PART / 2 + PART..),
+    ];
+    let cut = relay.clone();
+    let body = stream::iter(chunks.into_iter().enumerate())
+        .then(move |(i, c)| {
+            let cut = cut.clone();
+            async move {
+                if i == 1 {
+                    cut.lock().await.down();
+                }
+                Ok(c)
+            }
+        })
+        .boxed();
+    let r = s.upload_append(id, Some((PART / 2) as u64), body).await;
+    assert!(matches!(r, Err(BlobError::Unavailable(_))), "{r:?}");
+    relay.lock().await.up().await;
+
+    let after = b.state(id).await;
+    assert_eq!(before["size"], after["size"]);
+    assert_eq!(before["parts"], after["parts"]);
+    assert_eq!(before["tail"], after["tail"]);
+    // The failed call got as far as S3: it opened the multipart upload (recorded, so
+    // it can be aborted) and stored its first part, which the state does not name.
+    assert!(before["multipart"].is_null() && after["multipart"].is_string());
+    assert_eq!(s.upload_info(id).await.unwrap().size, (PART / 2) as u64);
+    // The same chunk again, now that S3 is back, and the upload completes.
+    s.upload_append(
+        id,
+        Some((PART / 2) as u64),
+        pieces(data.slice(PART / 2..), 65_536),
+    )
+    .await
+    .unwrap();
+    let digest = Digest::sha256_of(&data);
+    b.instance().upload_finish(id, &digest).await.unwrap();
+    assert_eq!(read_all(s.read(&digest, None).await.unwrap()).await, data);
+    relay.lock().await.down();
 }
 
 fn unreachable_config(endpoint: String) -> S3Config {

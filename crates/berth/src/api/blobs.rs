@@ -1,4 +1,6 @@
-//! Blob reads (with `Range`) and deletes.
+//! Blob reads (with `Range`) and deletes. With `storage.s3.redirect`, a GET the caller
+//! may make answers 307 to a presigned URL, so layers flow from S3 to the client
+//! without passing through the registry; HEAD is always answered here.
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
@@ -24,6 +26,22 @@ pub async fn get(ctx: Ctx, repo: RepoName, digest: Digest) -> ApiResult {
             .header("content-range", format!("bytes */{size}")));
         }
     };
+    if ctx.method == axum::http::Method::GET {
+        if let Some(ttl) = ctx.app.config.storage.redirect_ttl() {
+            // The store serves the bytes itself (S3 honours the client's Range too);
+            // access was decided above, and the URL expires.
+            if let Some(url) = ctx.app.blobs.redirect(&digest, ttl).await? {
+                return Ok(Response::builder()
+                    .status(StatusCode::TEMPORARY_REDIRECT)
+                    .header(header::LOCATION, url)
+                    .header(header::CONTENT_LENGTH, 0)
+                    .header(header::CACHE_CONTROL, "no-store")
+                    .header("docker-content-digest", digest.to_string())
+                    .body(Body::empty())
+                    .map_err(anyhow::Error::from)?);
+            }
+        }
+    }
     let (status, len) = match range {
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, b - a + 1),
         None => (StatusCode::OK, size),

@@ -22,7 +22,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let stores = Stores::open(&config).await?;
     let fsck = Fsck {
         meta: stores.gc.clone(),
-        blobs: Stores::open_blobs(&config)?,
+        blobs: Stores::open_blobs(&config).await?,
     };
     let tty = std::io::stderr().is_terminal();
     let progress = |p: Progress| {

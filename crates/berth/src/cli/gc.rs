@@ -27,7 +27,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let stores = Stores::open(&config).await?;
     let collector = Collector {
         meta: stores.gc,
-        blobs: Stores::open_blobs(&config)?,
+        blobs: Stores::open_blobs(&config).await?,
     };
     let opts = Options {
         dry_run: args.dry_run,

@@ -22,7 +22,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let stores = Stores::open(&config).await?;
     let importer = Importer {
         meta: stores.meta.clone(),
-        blobs: Stores::open_blobs(&config)?,
+        blobs: Stores::open_blobs(&config).await?,
         manifest_max_bytes: config.limits.manifest_max_bytes,
         v2: v2.clone(),
     };

@@ -30,8 +30,8 @@ pub async fn storage(cli: &Cli, args: &StorageArgs) -> anyhow::Result<()> {
         "fs" => "s3",
         other => bail!("--to must be \"s3\" or \"fs\", not {other:?}"),
     };
-    let source = Stores::open_blobs_as(&config, from)?;
-    let dest = Stores::open_blobs_as(&config, &args.to)?;
+    let source = Stores::open_blobs_as(&config, from).await?;
+    let dest = Stores::open_blobs_as(&config, &args.to).await?;
     let tty = std::io::stderr().is_terminal();
     let progress = |p: Progress| {
         if tty && (p.done.is_multiple_of(16) || p.done == p.total) {

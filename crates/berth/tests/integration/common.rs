@@ -9,6 +9,10 @@
 //! gives every server a fresh PostgreSQL database of its own instead of SQLite in its
 //! data directory, so the whole suite runs on the other engine; [`Builder::postgres`]
 //! does the same for one test.
+//!
+//! `BERTH_TEST_STORAGE=s3` gives every spawned server the S3 blob store named by
+//! `BERTH_TEST_S3_*` (tests/services/start.sh), each with a fresh key prefix. Tests
+//! that look at files in the data directory only make sense with `fs`.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -134,7 +138,56 @@ impl Drop for PgDatabase {
     }
 }
 
+/// The `BERTH_STORAGE__*` variables for the test S3 server with a fresh key prefix, or
+/// `None` when `BERTH_TEST_S3_*` is not set (then loud, or a failure with
+/// `BERTH_TEST_REQUIRE_SERVICES=1`).
+pub fn s3_storage_env() -> Option<Vec<(String, String)>> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(endpoint), Some(bucket), Some(key), Some(secret)) = (
+        var("BERTH_TEST_S3_ENDPOINT"),
+        var("BERTH_TEST_S3_BUCKET"),
+        var("BERTH_TEST_S3_ACCESS_KEY_ID"),
+        var("BERTH_TEST_S3_SECRET_ACCESS_KEY"),
+    ) else {
+        if std::env::var("BERTH_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("BERTH_TEST_REQUIRE_SERVICES=1 but BERTH_TEST_S3_* is not set");
+        }
+        eprintln!("\n*** SKIPPED: no S3 server (BERTH_TEST_S3_* unset; see tests/services/start.sh) ***\n");
+        return None;
+    };
+    let region = var("BERTH_TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into());
+    let prefix = format!("it-{}", uuid::Uuid::new_v4());
+    Some(
+        [
+            ("BERTH_STORAGE__BACKEND", "s3".to_string()),
+            ("BERTH_STORAGE__S3__ENDPOINT", endpoint),
+            ("BERTH_STORAGE__S3__REGION", region),
+            ("BERTH_STORAGE__S3__BUCKET", bucket),
+            ("BERTH_STORAGE__S3__PREFIX", prefix),
+            ("BERTH_STORAGE__S3__ACCESS_KEY_ID", key),
+            ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", secret),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    )
+}
+
 impl Builder {
+    /// Uses the test S3 server for blobs (see [`s3_storage_env`]); `None` when there
+    /// is none (the caller skips).
+    pub fn s3(self) -> Option<Self> {
+        Some(self.s3_env(s3_storage_env()?))
+    }
+
+    fn s3_env(mut self, vars: Vec<(String, String)>) -> Self {
+        // Explicit settings of the test win over the defaults given here.
+        let mut vars = vars;
+        vars.retain(|(k, _)| !self.env.iter().any(|(e, _)| e == k));
+        self.env.splice(0..0, vars);
+        self
+    }
+
     /// Sets a `BERTH_*` environment variable (e.g. `BERTH_LIMITS__MANIFEST_MAX_BYTES`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
@@ -175,11 +228,18 @@ impl Builder {
                 postgres: None,
             };
         }
+        let mut this = self;
+        if std::env::var("BERTH_TEST_STORAGE").as_deref() == Ok("s3")
+            && !this.env.iter().any(|(k, _)| k == "BERTH_STORAGE__BACKEND")
+        {
+            let vars = s3_storage_env().expect("BERTH_TEST_STORAGE=s3 needs BERTH_TEST_S3_*");
+            this = this.s3_env(vars);
+        }
         let data_dir = tempfile::tempdir().expect("temp data dir");
         let port = free_port();
-        let mut env = self.env;
+        let mut env = this.env;
         let mut postgres = None;
-        if self.postgres || postgres_everywhere() {
+        if this.postgres || postgres_everywhere() {
             let admin_url = postgres_url("BERTH_TEST_METADATA=postgres")
                 .expect("PostgreSQL metadata asked for, BERTH_TEST_POSTGRES_URL not set");
             let (db, url) = PgDatabase::create(&admin_url).await;
@@ -195,7 +255,7 @@ impl Builder {
             env,
             data_dir: Some(data_dir),
             shared_dir: None,
-            auth: self.auth,
+            auth: this.auth,
             postgres,
         };
         app.spawn().await;
@@ -284,6 +344,16 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The `BERTH_STORAGE__*` variables the server got (the S3 store, if any), for
+    /// commands that must open the same storage.
+    pub fn storage_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| k.starts_with("BERTH_STORAGE__"))
+            .cloned()
+            .collect()
     }
 
     /// True when the registry was started with [`Builder::auth`].

@@ -28,6 +28,7 @@ mod pull;
 mod push;
 mod quota;
 mod retention;
+mod s3;
 mod soak;
 mod tls;
 mod web;
