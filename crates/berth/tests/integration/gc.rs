@@ -2,6 +2,7 @@
 //! never lose an acknowledged blob.
 
 use std::process::Command;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -337,12 +338,13 @@ struct RaceImage {
 /// Pushes `blobs` (monolithic) and a manifest over them; `None` when garbage collection
 /// took a blob between the push and the manifest (400, the client pushes again).
 async fn push_race_image(
-    app: &TestApp,
+    next: &mut impl FnMut() -> Arc<TestApp>,
     repo: &str,
     tag: &str,
     blobs: &[(Vec<u8>, String)],
 ) -> Option<RaceImage> {
     for (data, d) in blobs {
+        let app = next();
         let resp = app
             .client
             .post(app.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
@@ -364,7 +366,7 @@ async fn push_race_image(
         "layers": blobs[1..].iter().map(|(d, _)| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", d)).collect::<Vec<_>>(),
     }));
     let resp = put_manifest(
-        app,
+        &next(),
         repo,
         tag,
         "application/vnd.oci.image.manifest.v1+json",
@@ -390,15 +392,120 @@ async fn push_race_image(
 #[tokio::test]
 async fn shared_layers_deletes_and_repushes_racing_the_collector_lose_nothing() {
     let Some(()) = local() else { return };
-    let app = std::sync::Arc::new(TestApp::start().await);
+    let app = Arc::new(TestApp::start().await);
+    let collector = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..8 {
+                gc(&app, &["--grace-period", "0s"]);
+            }
+        })
+    };
+    race(&[app], collector, 30).await;
+}
+
+/// The same race on two replicas sharing PostgreSQL and an S3 bucket: each image's
+/// requests alternate between them, and both replicas' own collectors run every second
+/// with no grace period next to `berth gc` from the shell. The lease lets one collector
+/// run at a time (the others skip or are told another is running); nothing acknowledged
+/// is lost and nothing unreferenced is left.
+#[tokio::test]
+async fn the_race_on_two_replicas_with_their_collectors_loses_nothing() {
+    let test = "the_race_on_two_replicas_with_their_collectors_loses_nothing";
+    if crate::common::postgres_url(test).is_none() {
+        return;
+    }
+    let Some(builder) = TestApp::builder()
+        .env("BERTH_GC__INTERVAL", "1s")
+        .env("BERTH_GC__GRACE_PERIOD", "0s")
+        .postgres()
+        .s3()
+    else {
+        return;
+    };
+    let a = Arc::new(builder.start().await);
+    let b = Arc::new(a.start_replica().await);
+    let collector = {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ran = 0;
+            for _ in 0..8 {
+                let out = gc_allowing_another(&a, &["--grace-period", "0s"]);
+                ran += usize::from(out.is_some());
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            ran
+        })
+    };
+    race(&[a.clone(), b.clone()], collector, 20).await;
+    drop(b);
+    // Collections ran (scheduled on both replicas, and from the shell), one at a time.
+    let url = a
+        .env_vars()
+        .find(|(k, _)| *k == "BERTH_METADATA__URL")
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let runs: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT started_at, finished_at, trigger FROM gc_runs \
+         WHERE finished_at IS NOT NULL ORDER BY started_at",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert!(runs.len() >= 5, "collections during the race: {runs:?}");
+    assert!(
+        runs.iter().any(|r| r.2 == "schedule"),
+        "the replicas' own collectors ran: {runs:?}"
+    );
+    for w in runs.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two collections overlapped: {w:?}");
+    }
+}
+
+/// `berth gc`, or `None` when another collector holds the lease.
+fn gc_allowing_another(app: &TestApp, args: &[&str]) -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .envs(app.env_vars())
+        .arg("gc")
+        .args(args)
+        .arg("--data-dir")
+        .arg(app.data_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("another garbage collection is running") {
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "berth gc failed: {stdout}{stderr}");
+    Some(stdout)
+}
+
+/// Four clients push, delete and re-push images sharing a base layer through `apps`
+/// (each request of an image to the next app in turn) while `collector` runs; then
+/// checks every live image and, after a last collection, that exactly what they
+/// reference is stored.
+async fn race<T: Send + 'static>(
+    apps: &[Arc<TestApp>],
+    collector: tokio::task::JoinHandle<T>,
+    min_images: usize,
+) {
     let base = random_bytes(8000);
     let base = (base.clone(), sha256_digest(&base));
     let pushers: Vec<_> = (0..4)
         .map(|w| {
-            let (app, base) = (app.clone(), base.clone());
+            let (apps, base) = (apps.to_vec(), base.clone());
             tokio::spawn(async move {
                 let repo = format!("race/w{w}");
                 let mut live: Vec<RaceImage> = Vec::new();
+                let mut turn = w;
+                let mut next = || {
+                    turn += 1;
+                    apps[turn % apps.len()].clone()
+                };
                 for i in 0..12 {
                     let own = random_bytes(3000 + i * 10);
                     let config = format!("{{\"w\":{w},\"i\":{i}}}").into_bytes();
@@ -408,12 +515,13 @@ async fn shared_layers_deletes_and_repushes_racing_the_collector_lose_nothing() 
                         (own.clone(), sha256_digest(&own)),
                     ];
                     let tag = format!("t{i}");
-                    if let Some(img) = push_race_image(&app, &repo, &tag, &blobs).await {
+                    if let Some(img) = push_race_image(&mut next, &repo, &tag, &blobs).await {
                         live.push(img);
                     }
                     // Every third round: delete an older image, then push it again.
                     if i % 3 == 2 && live.len() > 1 {
                         let old = live.remove(0);
+                        let app = next();
                         let resp = app
                             .client
                             .delete(app.url(&format!("/v2/{repo}/manifests/{}", old.digest)))
@@ -422,7 +530,7 @@ async fn shared_layers_deletes_and_repushes_racing_the_collector_lose_nothing() 
                             .unwrap();
                         assert_eq!(resp.status(), 202);
                         if let Some(again) =
-                            push_race_image(&app, &repo, &old.tag, &old.blobs).await
+                            push_race_image(&mut next, &repo, &old.tag, &old.blobs).await
                         {
                             live.push(again);
                         }
@@ -432,26 +540,23 @@ async fn shared_layers_deletes_and_repushes_racing_the_collector_lose_nothing() 
             })
         })
         .collect();
-    let collector = {
-        let app = app.clone();
-        tokio::task::spawn_blocking(move || {
-            for _ in 0..8 {
-                gc(&app, &["--grace-period", "0s"]);
-            }
-        })
-    };
     let mut all = Vec::new();
     for p in pushers {
         all.push(p.await.unwrap());
     }
     collector.await.unwrap();
     let images: usize = all.iter().map(|(_, l)| l.len()).sum();
-    assert!(images >= 30, "most pushes should succeed, got {images}");
+    assert!(
+        images >= min_images,
+        "most pushes should succeed, got {images}"
+    );
     let mut referenced = std::collections::HashSet::new();
-    for (repo, live) in &all {
+    for (k, (repo, live)) in all.iter().enumerate() {
         for img in live {
+            // Each replica serves every live image.
+            let app = &apps[k % apps.len()];
             assert_manifest(
-                &app,
+                app,
                 repo,
                 &img.tag,
                 "application/vnd.oci.image.manifest.v1+json",
@@ -460,15 +565,24 @@ async fn shared_layers_deletes_and_repushes_racing_the_collector_lose_nothing() 
             .await;
             referenced.insert(img.digest.clone());
             for (data, d) in &img.blobs {
-                assert_blob(&app, repo, d, data).await;
+                assert_blob(&apps[(k + 1) % apps.len()], repo, d, data).await;
                 referenced.insert(d.clone());
             }
         }
     }
     // After the window (no grace here): exactly what the live images reference is left.
-    gc(&app, &["--grace-period", "0s"]);
+    // (The replicas' own collectors may run meanwhile: retry while one holds the lease.)
+    let app = &apps[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gc_allowing_another(app, &["--grace-period", "0s"]).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was never free"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
-        stored_files(&app).await,
+        stored_files(app).await,
         referenced.len(),
         "unreferenced data is gone"
     );
