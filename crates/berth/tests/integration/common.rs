@@ -477,6 +477,14 @@ impl TestApp {
         self.env.push((key.to_string(), value.to_string()));
     }
 
+    /// SIGKILL the server (no chance to clean up) and wait for it to die; `respawn`
+    /// starts it again.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running server");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// SIGTERM the server and wait for it to exit; returns its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running server");

@@ -27,6 +27,7 @@ mod postgres;
 mod pull;
 mod push;
 mod quota;
+mod replicas;
 mod retention;
 mod s3;
 mod soak;

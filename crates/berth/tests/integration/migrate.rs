@@ -86,3 +86,50 @@ async fn migrate_metadata_moves_a_registry_onto_postgres_without_a_push() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn migrate_storage_moves_blobs_to_s3_and_back_resumably() {
+    let Some(s3) = crate::common::s3_storage_env() else {
+        return;
+    };
+    let mut app = TestApp::start().await;
+    let img = push_image(&app, "team/app", "v1").await;
+    let blob = random_bytes(9 * 1024 * 1024);
+    let big = push_blob(&app, "team/app", &blob).await;
+    app.terminate();
+    for (k, v) in &s3 {
+        if k != "BERTH_STORAGE__BACKEND" {
+            app.set_env(k, v);
+        }
+    }
+    // config, two layers, the manifest, the big blob
+    let out = app.cli_ok(&["migrate-storage", "--to", "s3"], None);
+    assert!(out.contains("5 blobs in the fs store: 5 copied"), "{out}");
+    assert!(out.contains("set storage.backend = \"s3\""), "{out}");
+    // Resumable: a second run finds everything there.
+    let out = app.cli_ok(&["migrate-storage", "--to", "s3"], None);
+    assert!(
+        out.contains("0 copied") && out.contains("5 already"),
+        "{out}"
+    );
+
+    app.set_env("BERTH_STORAGE__BACKEND", "s3");
+    app.respawn().await;
+    // The filesystem store is gone from the server's view: everything comes from S3.
+    std::fs::remove_dir_all(app.data_dir().join("blobstore")).unwrap();
+    assert_manifest(&app, "team/app", "v1", img.media_type, &img.manifest).await;
+    for (data, digest) in &img.layers {
+        assert_blob(&app, "team/app", digest, data).await;
+    }
+    assert_blob(&app, "team/app", &big, &blob).await;
+    let pushed_on_s3 = push_blob(&app, "team/app", b"pushed after the move").await;
+    app.terminate();
+
+    // And back: the filesystem store receives everything, including what S3 got since.
+    let out = app.cli_ok(&["migrate-storage", "--to", "fs"], None);
+    assert!(out.contains("6 blobs in the s3 store: 6 copied"), "{out}");
+    app.set_env("BERTH_STORAGE__BACKEND", "fs");
+    app.respawn().await;
+    assert_blob(&app, "team/app", &big, &blob).await;
+    assert_blob(&app, "team/app", &pushed_on_s3, b"pushed after the move").await;
+}

@@ -1,0 +1,85 @@
+//! Two replicas on one PostgreSQL database and one S3 bucket, as behind a load
+//! balancer: an upload continues on whichever replica its next request reaches, even
+//! after the replica that began it was killed. Skipped (loudly) without the test
+//! services.
+
+use crate::common::{postgres_url, TestApp};
+use crate::helpers::*;
+
+/// The S3 store's multipart part size (`blobstore::s3::DEFAULT_PART_SIZE`).
+const PART: usize = 8 * 1024 * 1024;
+
+async fn patch(app: &TestApp, at: &reqwest::Url, start: usize, chunk: &[u8]) -> reqwest::Response {
+    app.client
+        .patch(app_url(app, at))
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{start}-{}", start + chunk.len() - 1),
+        )
+        .body(chunk.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_upload_the_client_resumes_on_the_other() {
+    let test = "a_replica_killed_mid_upload_the_client_resumes_on_the_other";
+    if postgres_url(test).is_none() {
+        return;
+    }
+    let Some(builder) = TestApp::builder().postgres().s3() else {
+        return;
+    };
+    let mut a = builder.start().await;
+    let b = a.start_replica().await;
+    let repo = unique_repo("replicas");
+    // Three chunks that straddle part boundaries: a whole part plus a tail is stored
+    // when `a` dies; the rest goes through `b`.
+    let data = random_bytes(2 * PART + PART / 2 + 12_345);
+    let digest = sha256_digest(&data);
+    let (c1, c2) = (PART + PART / 3, 2 * PART + 100);
+
+    let upload = start_upload(&a, &repo).await;
+    let r = patch(&a, &upload, 0, &data[..c1]).await;
+    assert_eq!(r.status(), 202, "first chunk on a");
+    let upload = location(&r);
+    a.kill();
+
+    // The session is where `a` left it, as seen from `b`.
+    let status_url = app_url(&b, &upload);
+    let r = b.client.get(status_url).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(upload_range_end(&r), c1 as u64 - 1);
+    // A chunk that doesn't start where the upload ends is refused, and changes nothing.
+    let r = patch(&b, &upload, c1 + 1, &data[c1 + 1..c2]).await;
+    assert_eq!(r.status(), 416);
+    let r = patch(&b, &upload, c1, &data[c1..c2]).await;
+    assert_eq!(r.status(), 202, "second chunk on b");
+    let upload = location(&r);
+
+    // `a` comes back; the last chunk and the commit go to it again.
+    a.respawn().await;
+    let r = patch(&a, &upload, c2, &data[c2..]).await;
+    assert_eq!(r.status(), 202, "last chunk on a");
+    let upload = location(&r);
+    let r = a
+        .client
+        .put(with_query(app_url(&a, &upload), "digest", &digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "commit on a");
+    assert_blob(&b, &repo, &digest, &data).await;
+    assert_blob(&a, &repo, &digest, &data).await;
+    drop(b);
+}
+
+/// `at` (an upload URL from some replica) on `app`: the same path and query on every
+/// replica, only the host differs.
+fn app_url(app: &TestApp, at: &reqwest::Url) -> reqwest::Url {
+    let mut url = reqwest::Url::parse(&app.url(at.path())).unwrap();
+    url.set_query(at.query());
+    url
+}
