@@ -4,6 +4,9 @@
 #   bash bench/run.sh              # full run (5 rounds, 1 GiB blob, 100,000 repos): 15-22 min
 #   bash bench/run.sh --quick      # smoke run (2 rounds, small sizes): ~2 min once built
 #
+# With BERTH_TEST_S3_* set (`. DIR/env` after tests/services/start.sh DIR), a third Berth
+# with its blobs in that S3 server runs the push, pull and small-blob workloads too.
+#
 # Options: --rounds N, --workloads LIST (see `berth-bench list`), --startup-rounds N,
 #          --keep (keep the scratch directory), any other --flag is passed to `berth-bench run`
 #          (e.g. --blob-mib 256 --duration 1).
@@ -68,21 +71,24 @@ report=$out/report.md
 : >"$results"
 
 ports=()
-while [ ${#ports[@]} -lt 3 ]; do
+while [ ${#ports[@]} -lt 4 ]; do
   p=$("$bench" free-port)
   case " ${ports[*]} " in *" $p "*) ;; *) ports+=("$p") ;; esac
 done
-bport=${ports[0]}; dport=${ports[1]}; aport=${ports[2]}
+bport=${ports[0]}; dport=${ports[1]}; aport=${ports[2]}; sport=${ports[3]}
 burl=http://127.0.0.1:$bport
 durl=http://127.0.0.1:$dport
 aurl=http://127.0.0.1:$aport
+surl=http://127.0.0.1:$sport
+sdata=$work/berth-s3-data
 bdata=$work/berth-data
 ddata=$work/dist-data
 adata=$work/berth-auth-data
 apass=bench-password-$$-$RANDOM
 
-bpid=""; dpid=""; apid=""
+bpid=""; dpid=""; apid=""; spid=""
 cleanup() {
+  [ -n "$spid" ] && kill "$spid" 2>/dev/null || true
   [ -n "$bpid" ] && kill "$bpid" 2>/dev/null || true
   [ -n "$dpid" ] && kill "$dpid" 2>/dev/null || true
   [ -n "$apid" ] && kill "$apid" 2>/dev/null || true
@@ -116,6 +122,19 @@ start_berth_auth() {
   done
   echo "berth with auth did not start; see $work/berth-auth.log" >&2; return 1
 }
+# A third Berth with its blobs in S3 (the server of BERTH_TEST_S3_*, e.g. Garage from
+# tests/services/start.sh), for the throughput lines: the S3 store next to the
+# filesystem one, on the same machine in the same run.
+start_berth_s3() {
+  BERTH_STORAGE__BACKEND=s3 BERTH_STORAGE__S3__ENDPOINT=$BERTH_TEST_S3_ENDPOINT \
+  BERTH_STORAGE__S3__REGION=$BERTH_TEST_S3_REGION BERTH_STORAGE__S3__BUCKET=$BERTH_TEST_S3_BUCKET \
+  BERTH_STORAGE__S3__ACCESS_KEY_ID=$BERTH_TEST_S3_ACCESS_KEY_ID \
+  BERTH_STORAGE__S3__SECRET_ACCESS_KEY=$BERTH_TEST_S3_SECRET_ACCESS_KEY \
+  BERTH_STORAGE__S3__PREFIX=bench-$$-$RANDOM \
+    "$BERTH_BIN" serve --no-auth --listen "127.0.0.1:$sport" --data-dir "$sdata" 2>>"$work/berth-s3.log" &
+  spid=$!
+  wait_for "$surl"
+}
 start_dist() {
   dpid=$(bash "$peer" start "127.0.0.1:$dport" "$ddata")
 }
@@ -137,13 +156,23 @@ else
   echo "== this berth has no users: no auth-on line" >&2
 fi
 
+s3_args=()
+if [ -n "${BERTH_TEST_S3_ENDPOINT:-}" ]; then
+  echo "== starting berth on S3 ($BERTH_TEST_S3_ENDPOINT) on $surl" >&2
+  start_berth_s3
+  s3_args=(--target "berth-s3=$surl" --pid "berth-s3=$spid"
+           --only "berth-s3=push-mono,push-chunked,pull,pull-ranged,small-push-c8,small-get-c8")
+else
+  echo "== BERTH_TEST_S3_ENDPOINT not set: no S3 line (source the env of tests/services/start.sh)" >&2
+fi
+
 echo "== run: $rounds rounds, workloads: $workloads" >&2
 started=$(date +%s)
 "$bench" run \
   --target "berth=$burl" --target "distribution=$durl" \
   --pid "berth=$bpid" --pid "distribution=$dpid" \
   --data-dir "berth=$bdata" --data-dir "distribution=$ddata" \
-  "${auth_args[@]}" \
+  "${auth_args[@]}" "${s3_args[@]}" \
   --gc-cmd "berth=$BERTH_BIN gc --grace-period 0s --data-dir $bdata" \
   --gc-cmd "distribution=docker-registry garbage-collect $ddata/config.yml" \
   --workloads "$workloads" --rounds "$rounds" --work "$work" --out "$results" \
@@ -153,6 +182,7 @@ echo "== start-up: $startup_rounds rounds, existing data directories" >&2
 stop "$bpid"; bpid=""
 stop "$dpid"; dpid=""
 if [ -n "$apid" ]; then stop "$apid"; apid=""; fi
+if [ -n "$spid" ]; then stop "$spid"; spid=""; fi
 for r in $(seq "$startup_rounds"); do
   order="berth distribution"
   [ $((r % 2)) = 0 ] && order="distribution berth"
@@ -182,6 +212,11 @@ disk_dev=$(df --output=source "$work" | tail -1)
        "scratch and data directories in $work"
   echo "- berth: $berth_desc, release build, --no-auth, default config (log level info);" \
        "berth-auth: the same binary with auth on (bearer tokens), manifest GETs only"
+  if grep -q berth-s3 "$results"; then
+    echo "- berth-s3: the same binary with its blobs in S3 ($BERTH_TEST_S3_ENDPOINT:" \
+         "$("${GARAGE_BIN:-$HOME/.cache/berth-ci/tools/bin/garage}" --version 2>/dev/null | head -1 || echo an S3 server)" \
+         "on the same machine), SQLite metadata; push, pull and small-blob lines only"
+  fi
   echo "- distribution: $(docker-registry --version 2>/dev/null | awk '{print $3}'), filesystem storage, in-memory blob descriptor cache, log level error, access log off (../shared/peers/distribution.sh)"
   echo "- skopeo $(skopeo --version 2>/dev/null | awk '{print $3}'), openssl $(openssl version | awk '{print $2}')"
   echo "- settings: $rounds rounds ($([ $quick = 1 ] && echo quick sizes || echo full sizes)), $startup_rounds start-up rounds, ${elapsed}s in total"
