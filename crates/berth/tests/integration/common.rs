@@ -356,6 +356,31 @@ impl TestApp {
             .collect()
     }
 
+    /// The server's S3 blob store, opened from [`TestApp::storage_env`]; `None` on fs.
+    pub fn s3_store(&self) -> Option<blobstore::S3BlobStore> {
+        let env = self.storage_env();
+        let var = |k: &str| {
+            env.iter()
+                .find(|(e, _)| e == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if var("BERTH_STORAGE__BACKEND") != "s3" {
+            return None;
+        }
+        let store = blobstore::S3BlobStore::new(blobstore::S3Config {
+            endpoint: var("BERTH_STORAGE__S3__ENDPOINT"),
+            region: var("BERTH_STORAGE__S3__REGION"),
+            bucket: var("BERTH_STORAGE__S3__BUCKET"),
+            prefix: var("BERTH_STORAGE__S3__PREFIX"),
+            access_key_id: var("BERTH_STORAGE__S3__ACCESS_KEY_ID"),
+            secret_access_key: var("BERTH_STORAGE__S3__SECRET_ACCESS_KEY"),
+            max_retries: 0,
+            ..blobstore::S3Config::default()
+        });
+        Some(store.expect("the test S3 configuration is valid"))
+    }
+
     /// True when the registry was started with [`Builder::auth`].
     pub fn auth_enabled(&self) -> bool {
         self.auth
@@ -511,6 +536,35 @@ impl Drop for TestApp {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The data directory goes with its TempDir; the bucket's prefix is emptied here
+        // (best effort: blobs and sessions, the bulk of it). Only when the server talked
+        // to the S3 server directly: a test's relay runs on the runtime this blocks.
+        let direct = std::env::var("BERTH_TEST_S3_ENDPOINT").ok();
+        let endpoint = self
+            .env
+            .iter()
+            .rfind(|(k, _)| k == "BERTH_STORAGE__S3__ENDPOINT")
+            .map(|(_, v)| v.clone());
+        if let Some(store) = self.s3_store().filter(|_| endpoint == direct) {
+            let _ = std::thread::spawn(move || {
+                use blobstore::BlobStore;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for b in store.list().await.unwrap_or_default() {
+                        let _ = store.delete(&b.digest).await;
+                    }
+                    for u in store.uploads().await.unwrap_or_default() {
+                        let _ = store.upload_cancel(u.id).await;
+                    }
+                    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+                    let _ = store.clean_temporary(later).await;
+                });
+            })
+            .join();
         }
     }
 }

@@ -37,27 +37,10 @@ fn gc_with(app: &TestApp, env: &[(&str, &str)], args: &[&str]) -> String {
 
 /// Blobs in the blob store (files, or objects when the server runs on S3).
 async fn stored_files(app: &TestApp) -> usize {
-    let env = app.storage_env();
-    let var = |k: &str| {
-        env.iter()
-            .find(|(e, _)| e == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    if var("BERTH_STORAGE__BACKEND") != "s3" {
-        return walk(&app.data_dir().join("blobstore/blobs"));
+    match app.s3_store() {
+        Some(store) => blobstore::BlobStore::list(&store).await.unwrap().len(),
+        None => walk(&app.data_dir().join("blobstore/blobs")),
     }
-    let store = blobstore::S3BlobStore::new(blobstore::S3Config {
-        endpoint: var("BERTH_STORAGE__S3__ENDPOINT"),
-        region: var("BERTH_STORAGE__S3__REGION"),
-        bucket: var("BERTH_STORAGE__S3__BUCKET"),
-        prefix: var("BERTH_STORAGE__S3__PREFIX"),
-        access_key_id: var("BERTH_STORAGE__S3__ACCESS_KEY_ID"),
-        secret_access_key: var("BERTH_STORAGE__S3__SECRET_ACCESS_KEY"),
-        ..blobstore::S3Config::default()
-    })
-    .unwrap();
-    blobstore::BlobStore::list(&store).await.unwrap().len()
 }
 
 fn walk(p: &std::path::Path) -> usize {
