@@ -60,12 +60,13 @@ export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER
 python3 -m pip install -q -r "$here/requirements.txt"
 
 # The S3 blob store tests run against Garage, a real S3-compatible object store, built
-# once from crates.io into ~/.cache/berth-ci/tools (reused by later runs; about 10 minutes
-# on 2 cores the first time). Only the SQLite metadata engine is built in; no LTO.
+# once from crates.io into ~/.cache/berth-ci/tools (reused by later runs; about 20 minutes
+# of CPU the first time). Only the SQLite metadata engine is built in; no LTO, and
+# opt-level 1: it serves tests on loopback, and LLVM's optimisation is most of the build.
 tools=${BERTH_TOOLS_DIR:-$HOME/.cache/berth-ci/tools}
 if [ ! -x "$tools/bin/garage" ]; then
   echo "install.sh: cargo install garage 2.5.0 into $tools"
-  CARGO_TARGET_DIR="$tools/garage-target" CARGO_PROFILE_RELEASE_LTO=off \
+  CARGO_TARGET_DIR="$tools/garage-target" CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo install garage --version 2.5.0 --locked --root "$tools" \
       --no-default-features --features bundled-libs,sqlite
