@@ -16,7 +16,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use futures_util::TryStreamExt;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder, Row, ValueRef};
 
@@ -77,19 +76,19 @@ pub async fn sqlite_to_postgres(
     // Brings the source's schema up to date, so both have the same columns.
     drop(SqliteMetadata::open(sqlite).await?);
     let target = postgres::describe(url);
-    drop(PostgresMetadata::open(url, 2).await?);
+    // Brings the target's schema up to date too; its pool serves the copy.
+    let pg = PostgresMetadata::open(url, 2).await?;
     let src_pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(SqliteConnectOptions::new().filename(sqlite).read_only(true))
         .await
         .with_context(|| format!("opening {}", sqlite.display()))?;
-    let dst_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
+    let mut src = src_pool.acquire().await?;
+    let mut dst = pg
+        .pool()
+        .acquire()
         .await
         .with_context(|| format!("connecting to {target}"))?;
-    let mut src = src_pool.acquire().await?;
-    let mut dst = dst_pool.acquire().await?;
     let mut read = src.begin().await?;
     let mut tx = dst.begin().await?;
 

@@ -80,19 +80,12 @@ impl PrivatePostgres {
             "initdb",
             &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
         );
-        std::fs::write(
-            pg.dir.path().join("pg/postgresql.conf.add"),
-            format!(
-                "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n",
-                pg.dir.path().display()
-            ),
-        )
-        .unwrap();
         let conf = pg.dir.path().join("pg/postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap();
-        text.push_str(
-            &std::fs::read_to_string(pg.dir.path().join("pg/postgresql.conf.add")).unwrap(),
-        );
+        text.push_str(&format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n",
+            pg.dir.path().display()
+        ));
         std::fs::write(&conf, text).unwrap();
         pg.ctl("start");
         let port_s = port.to_string();

@@ -6,8 +6,8 @@
 use crate::common::{postgres_url, TestApp};
 use crate::helpers::*;
 
-/// The S3 store's multipart part size (`blobstore::s3::DEFAULT_PART_SIZE`).
-const PART: usize = 8 * 1024 * 1024;
+/// The S3 store's multipart part size.
+const PART: usize = blobstore::s3::DEFAULT_PART_SIZE;
 
 async fn patch(app: &TestApp, at: &reqwest::Url, start: usize, chunk: &[u8]) -> reqwest::Response {
     app.client

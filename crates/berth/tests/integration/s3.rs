@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use crate::common::TestApp;
 use crate::helpers::*;
 
-/// The server's multipart part size (`blobstore::s3::DEFAULT_PART_SIZE`).
-const PART: usize = 8 * 1024 * 1024;
+/// The S3 store's multipart part size.
+const PART: usize = blobstore::s3::DEFAULT_PART_SIZE;
 
 async fn start_on_s3(env: &[(&str, &str)]) -> Option<TestApp> {
     let mut b = TestApp::builder();

@@ -139,6 +139,11 @@ impl PostgresMetadata {
         Ok(PostgresMetadata { pool })
     }
 
+    /// The pool, for bulk work beside the traits (`berth migrate-metadata`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A transaction that records a blob or manifest, or deletes a repository: shares
     /// the collector lock.
     async fn shared_tx(&self) -> Result<Transaction<'static, Postgres>> {
