@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod chart;
 mod client;
 mod data;
 mod layout;
@@ -40,7 +41,8 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Start a registry, time its first answer to `GET /v2/`, read its idle RSS, stop it.
     Startup(StartupArgs),
-    /// Render JSON-lines results as Markdown tables.
+    /// Render results as Markdown tables (standard output), and optionally as an SVG
+    /// chart of the ratios and as one JSON array.
     Report(ReportArgs),
     /// List the workloads.
     List,
@@ -137,13 +139,24 @@ struct StartupArgs {
 
 #[derive(clap::Args)]
 struct ReportArgs {
-    /// JSON-lines files written by `run` and `startup`.
+    /// JSON-lines files written by `run` and `startup` (or a JSON array written by
+    /// `--json`).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     #[arg(long, default_value = "berth")]
     subject: String,
     #[arg(long, default_value = "distribution")]
     baseline: String,
+    /// Also write an SVG bar chart of the ratios here: one bar per comparison line, how
+    /// many times better the subject is, on a log scale.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// A line under the chart's title (e.g. the date and the mode of the run).
+    #[arg(long)]
+    svg_caption: Option<String>,
+    /// Also write every record here, as one JSON array.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn by_name<'a>(pairs: &'a [String], name: &str) -> Option<&'a str> {
@@ -166,6 +179,36 @@ fn append(out: Option<&PathBuf>, r: &Record) -> Result<()> {
         writeln!(f, "{line}")?;
     }
     Ok(())
+}
+
+/// The records of a file: JSON lines, or one JSON array (as written by `report --json`).
+fn read_records(f: &std::path::Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).with_context(|| format!("{}", f.display()));
+    }
+    let mut records = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(
+            serde_json::from_str::<Record>(line)
+                .with_context(|| format!("{}:{}", f.display(), n + 1))?,
+        );
+    }
+    Ok(records)
+}
+
+/// Records as one JSON array, a record per line (diffs stay readable).
+fn json_array(records: &[Record]) -> Result<String> {
+    let mut o = String::from("[\n");
+    for (k, r) in records.iter().enumerate() {
+        o.push_str(&serde_json::to_string(r)?);
+        o.push_str(if k + 1 < records.len() { ",\n" } else { "\n" });
+    }
+    o.push_str("]\n");
+    Ok(o)
 }
 
 async fn run(a: RunArgs) -> Result<()> {
@@ -259,19 +302,18 @@ fn main() -> Result<()> {
         Cmd::Report(a) => {
             let mut records = Vec::new();
             for f in &a.files {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?;
-                for (n, line) in text.lines().enumerate() {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    records.push(
-                        serde_json::from_str::<Record>(line)
-                            .with_context(|| format!("{}:{}", f.display(), n + 1))?,
-                    );
-                }
+                records.extend(read_records(f)?);
             }
             print!("{}", report::render(&records, &a.subject, &a.baseline));
+            if let Some(p) = &a.svg {
+                let lines = report::lines(&records, &a.subject, &a.baseline);
+                let svg = chart::svg(&lines, &a.subject, &a.baseline, a.svg_caption.as_deref());
+                std::fs::write(p, svg).with_context(|| format!("writing {}", p.display()))?;
+            }
+            if let Some(p) = &a.json {
+                std::fs::write(p, json_array(&records)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
             Ok(())
         }
         Cmd::List => {

@@ -109,6 +109,7 @@ impl Data<'_> {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Summary {
     median: f64,
     min: f64,
@@ -158,7 +159,7 @@ pub fn num(v: f64) -> String {
 }
 
 /// A ratio; below 0.01 as a fraction (`1/2000`), which stays readable.
-fn ratio_num(x: f64) -> String {
+pub fn ratio_num(x: f64) -> String {
     if x > 0.0 && x < 0.01 {
         format!("1/{}", num(1.0 / x))
     } else {
@@ -170,25 +171,126 @@ fn show(s: Option<Summary>) -> String {
     s.map(|s| s.show()).unwrap_or_else(|| "–".into())
 }
 
-fn ratio_cells(r: Option<(f64, Option<(f64, f64)>)>, higher_better: bool) -> (String, String) {
-    match r {
-        None => ("–".into(), "–".into()),
-        Some((x, range)) => {
-            let range = range
-                .filter(|(a, b)| a != b)
-                .map(|(a, b)| format!(" ({}–{})", ratio_num(a), ratio_num(b)))
-                .unwrap_or_default();
-            let good = if higher_better { x } else { 1.0 / x };
-            let verdict = if (good - 1.0).abs() < 0.03 {
-                "≈ even"
-            } else if good > 1.0 {
-                "subject"
-            } else {
-                "baseline"
-            };
-            (format!("{}×{range}", ratio_num(x)), verdict.into())
+/// Ratio of the medians, and the min–max of the per-round ratios.
+type Ratio = (f64, Option<(f64, f64)>);
+
+/// One line of the comparison: a metric of a workload, one registry against the baseline.
+pub struct Line {
+    pub workload: String,
+    /// `MB/s`, `ops/s`, `p50 ms`, ...
+    pub metric: &'static str,
+    /// The registry compared with the baseline: the subject, or another one measured on
+    /// that workload (e.g. `berth-auth`).
+    pub subject: String,
+    /// Throughput: higher is better; latency, time and memory: lower is better.
+    pub higher_better: bool,
+    subj: Option<Summary>,
+    base: Option<Summary>,
+    /// subject ÷ baseline.
+    pub ratio: Option<Ratio>,
+}
+
+impl Line {
+    /// How many times better the subject is than the baseline on this line (above 1: the
+    /// subject wins), with the per-round range: the ratio, inverted for lower-is-better
+    /// lines. `None` without a positive finite ratio.
+    pub fn advantage(&self) -> Option<Ratio> {
+        let (x, range) = self.ratio?;
+        let (x, range) = if self.higher_better {
+            (x, range)
+        } else {
+            (1.0 / x, range.map(|(a, b)| (1.0 / b, 1.0 / a)))
+        };
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        ok(x).then_some((x, range.filter(|(a, b)| ok(*a) && ok(*b))))
+    }
+
+    pub fn subject_median(&self) -> Option<f64> {
+        self.subj.map(|s| s.median)
+    }
+
+    pub fn baseline_median(&self) -> Option<f64> {
+        self.base.map(|s| s.median)
+    }
+
+    fn ratio_cell(&self) -> String {
+        match self.ratio {
+            None => "–".into(),
+            Some((x, range)) => format!("{}×{}", ratio_num(x), range_text(range)),
         }
     }
+
+    /// Who wins on this line: the subject's name, the baseline's, or "≈ even".
+    fn better(&self, baseline: &str) -> String {
+        match self.advantage() {
+            None => "–".into(),
+            Some((good, _)) if (good - 1.0).abs() < 0.03 => "≈ even".into(),
+            Some((good, _)) if good > 1.0 => self.subject.clone(),
+            Some(_) => baseline.into(),
+        }
+    }
+}
+
+/// ` (a–b)` for a range of ratios, empty for none or a single value.
+pub fn range_text(range: Option<(f64, f64)>) -> String {
+    range
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!(" ({}–{})", ratio_num(a), ratio_num(b)))
+        .unwrap_or_default()
+}
+
+/// Every comparison line of the results, in the report's order: per workload, its
+/// metrics for the subject and then for each other registry measured on it (e.g.
+/// `berth-auth`), then start-up (workload `startup`).
+pub fn lines(records: &[Record], subject: &str, baseline: &str) -> Vec<Line> {
+    let d = Data { records };
+    let mut out = Vec::new();
+    let line = |wl: &str, metric, subj: &str, pick: Pick, higher_better| Line {
+        workload: wl.to_string(),
+        metric,
+        subject: subj.to_string(),
+        higher_better,
+        subj: d.summary(wl, subj, pick),
+        base: d.summary(wl, baseline, pick),
+        ratio: d.ratio(wl, subj, baseline, pick),
+    };
+    for wl in d.workloads() {
+        let rows: Vec<(&'static str, Pick, bool)> = match metric_of(&wl) {
+            Metric::MbPerS => vec![("MB/s", mbps, true)],
+            Metric::OpsPerS => vec![
+                ("ops/s", opss, true),
+                ("p50 ms", p50, false),
+                ("p99 ms", p99, false),
+            ],
+        };
+        let mut subjects = vec![subject.to_string()];
+        for r in records {
+            if r.workload == wl
+                && r.registry != subject
+                && r.registry != baseline
+                && r.registry != MACHINE
+                && !subjects.contains(&r.registry)
+            {
+                subjects.push(r.registry.clone());
+            }
+        }
+        for subj in &subjects {
+            for (metric, pick, higher) in &rows {
+                out.push(line(&wl, metric, subj, *pick, *higher));
+            }
+        }
+    }
+    if records.iter().any(|r| r.workload == "startup") {
+        out.push(line(
+            "startup",
+            "start to first /v2/ answer, ms",
+            subject,
+            startup_ms,
+            false,
+        ));
+        out.push(line("startup", "idle RSS, MiB", subject, rss_mib, false));
+    }
+    out
 }
 
 /// The whole report. `subject` is compared to `baseline` (ratio subject ÷ baseline).
@@ -240,49 +342,24 @@ pub fn render(records: &[Record], subject: &str, baseline: &str) -> String {
         "| workload | metric | {subject} | {baseline} | ratio {subject}/{baseline} | better |"
     );
     let _ = writeln!(w, "|---|---|---|---|---|---|");
-    for wl in d.workloads() {
-        let rows: Vec<(&str, Pick, bool)> = match metric_of(&wl) {
-            Metric::MbPerS => vec![("MB/s", mbps, true)],
-            Metric::OpsPerS => vec![
-                ("ops/s", opss, true),
-                ("p50 ms", p50, false),
-                ("p99 ms", p99, false),
-            ],
+    let (comparison, startup): (Vec<Line>, Vec<Line>) = lines(records, subject, baseline)
+        .into_iter()
+        .partition(|l| l.workload != "startup");
+    for l in &comparison {
+        let label = if l.subject == subject {
+            l.metric.to_string()
+        } else {
+            format!("{} [{}]", l.metric, l.subject)
         };
-        // Other registries measured on this workload (e.g. `berth-auth`) get their own
-        // lines, their figures in the subject's column.
-        let mut subjects = vec![subject.to_string()];
-        for r in records {
-            if r.workload == wl
-                && r.registry != subject
-                && r.registry != baseline
-                && r.registry != MACHINE
-                && !subjects.contains(&r.registry)
-            {
-                subjects.push(r.registry.clone());
-            }
-        }
-        for (k, subj) in subjects.iter().enumerate() {
-            for (label, pick, higher) in &rows {
-                let (ratio, better) = ratio_cells(d.ratio(&wl, subj, baseline, *pick), *higher);
-                let better = match better.as_str() {
-                    "subject" => subj.to_string(),
-                    "baseline" => baseline.to_string(),
-                    other => other.to_string(),
-                };
-                let label = if k == 0 {
-                    label.to_string()
-                } else {
-                    format!("{label} [{subj}]")
-                };
-                let _ = writeln!(
-                    w,
-                    "| {wl} | {label} | {} | {} | {ratio} | {better} |",
-                    show(d.summary(&wl, subj, *pick)),
-                    show(d.summary(&wl, baseline, *pick)),
-                );
-            }
-        }
+        let _ = writeln!(
+            w,
+            "| {} | {label} | {} | {} | {} | {} |",
+            l.workload,
+            show(l.subj),
+            show(l.base),
+            l.ratio_cell(),
+            l.better(baseline),
+        );
     }
 
     let _ = writeln!(
@@ -347,7 +424,7 @@ pub fn render(records: &[Record], subject: &str, baseline: &str) -> String {
         }
     }
 
-    if records.iter().any(|r| r.workload == "startup") {
+    if !startup.is_empty() {
         let _ = writeln!(
             w,
             "\n### Start-up (existing data directory) and idle memory\n"
@@ -357,21 +434,15 @@ pub fn render(records: &[Record], subject: &str, baseline: &str) -> String {
             "| metric | {subject} | {baseline} | ratio {subject}/{baseline} | better |"
         );
         let _ = writeln!(w, "|---|---|---|---|---|");
-        for (label, pick) in [
-            ("start to first /v2/ answer, ms", startup_ms as Pick),
-            ("idle RSS, MiB", rss_mib as Pick),
-        ] {
-            let (ratio, better) = ratio_cells(d.ratio("startup", subject, baseline, pick), false);
-            let better = match better.as_str() {
-                "subject" => subject.to_string(),
-                "baseline" => baseline.to_string(),
-                other => other.to_string(),
-            };
+        for l in &startup {
             let _ = writeln!(
                 w,
-                "| {label} | {} | {} | {ratio} | {better} |",
-                show(d.summary("startup", subject, pick)),
-                show(d.summary("startup", baseline, pick)),
+                "| {} | {} | {} | {} | {} |",
+                l.metric,
+                show(l.subj),
+                show(l.base),
+                l.ratio_cell(),
+                l.better(baseline),
             );
         }
     }
