@@ -182,33 +182,42 @@ fn append(out: Option<&PathBuf>, r: &Record) -> Result<()> {
 }
 
 /// The records of a file: JSON lines, or one JSON array (as written by `report --json`).
-fn read_records(f: &std::path::Path) -> Result<Vec<Record>> {
+/// Each comes with its JSON text as read (for a JSON-lines file, the line itself, so that
+/// `--json` copies the figures digit for digit).
+fn read_records(f: &std::path::Path) -> Result<Vec<(Record, String)>> {
     let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
     if text.trim_start().starts_with('[') {
-        return serde_json::from_str(&text).with_context(|| format!("{}", f.display()));
+        let records: Vec<Record> =
+            serde_json::from_str(&text).with_context(|| format!("{}", f.display()))?;
+        let mut out = Vec::new();
+        for r in records {
+            let t = serde_json::to_string(&r)?;
+            out.push((r, t));
+        }
+        return Ok(out);
     }
     let mut records = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        let line = line.trim();
+        if line.is_empty() {
             continue;
         }
-        records.push(
-            serde_json::from_str::<Record>(line)
-                .with_context(|| format!("{}:{}", f.display(), n + 1))?,
-        );
+        let r = serde_json::from_str::<Record>(line)
+            .with_context(|| format!("{}:{}", f.display(), n + 1))?;
+        records.push((r, line.to_string()));
     }
     Ok(records)
 }
 
-/// Records as one JSON array, a record per line (diffs stay readable).
-fn json_array(records: &[Record]) -> Result<String> {
+/// JSON texts of records as one JSON array, a record per line (diffs stay readable).
+fn json_array(texts: &[String]) -> String {
     let mut o = String::from("[\n");
-    for (k, r) in records.iter().enumerate() {
-        o.push_str(&serde_json::to_string(r)?);
-        o.push_str(if k + 1 < records.len() { ",\n" } else { "\n" });
+    for (k, t) in texts.iter().enumerate() {
+        o.push_str(t);
+        o.push_str(if k + 1 < texts.len() { ",\n" } else { "\n" });
     }
     o.push_str("]\n");
-    Ok(o)
+    o
 }
 
 async fn run(a: RunArgs) -> Result<()> {
@@ -300,9 +309,12 @@ fn main() -> Result<()> {
             append(a.out.as_ref(), &r)
         }
         Cmd::Report(a) => {
-            let mut records = Vec::new();
+            let (mut records, mut texts) = (Vec::new(), Vec::new());
             for f in &a.files {
-                records.extend(read_records(f)?);
+                for (r, t) in read_records(f)? {
+                    records.push(r);
+                    texts.push(t);
+                }
             }
             print!("{}", report::render(&records, &a.subject, &a.baseline));
             if let Some(p) = &a.svg {
@@ -311,7 +323,7 @@ fn main() -> Result<()> {
                 std::fs::write(p, svg).with_context(|| format!("writing {}", p.display()))?;
             }
             if let Some(p) = &a.json {
-                std::fs::write(p, json_array(&records)?)
+                std::fs::write(p, json_array(&texts))
                     .with_context(|| format!("writing {}", p.display()))?;
             }
             Ok(())
