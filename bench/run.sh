@@ -3,28 +3,33 @@
 #
 #   bash bench/run.sh              # full run (5 rounds, 1 GiB blob, 100,000 repos): 15-22 min
 #   bash bench/run.sh --quick      # smoke run (2 rounds, small sizes): ~2 min once built
+#   bash bench/run.sh --publish    # full run, then docs/benchmarks.{md,svg,json}
 #
 # With BERTH_TEST_S3_* set (`. DIR/env` after tests/services/start.sh DIR), a third Berth
 # with its blobs in that S3 server runs the push, pull and small-blob workloads too.
 #
 # Options: --rounds N, --workloads LIST (see `berth-bench list`), --startup-rounds N,
-#          --keep (keep the scratch directory), any other --flag is passed to `berth-bench run`
-#          (e.g. --blob-mib 256 --duration 1).
+#          --keep (keep the scratch directory), --publish (also write the report, chart and
+#          records to docs/benchmarks.md, .svg, .json), any other --flag is passed to
+#          `berth-bench run` (e.g. --blob-mib 256 --duration 1).
 # Environment: BENCH_WORK (scratch dir, default a new /var/tmp/berth-bench.XXXXXX),
-#          BENCH_OUT (results dir, default bench/out), BERTH_BIN (use this berth binary
-#          instead of building one) and BERTH_DESC (how the report names it), CARGO_TARGET_DIR.
+#          BENCH_OUT (results dir, default bench/out), BENCH_PUBLISH_DIR (where --publish
+#          writes, default docs), BERTH_BIN (use this berth binary instead of building one)
+#          and BERTH_DESC (how the report names it), CARGO_TARGET_DIR.
 #
 # It builds Berth in release mode, starts it (--no-auth) and distribution
 # (../shared/peers/distribution.sh) on loopback ports, plus a second Berth with auth on for
 # the manifest GETs with bearer tokens, measures the machine's limits and runs every
 # workload against them, alternating, for several rounds, then
-# restarts each several times to time start-up, and prints the report (bench/out/report.md;
-# raw JSON lines in bench/out/results.jsonl). Method: bench/README.md.
+# restarts each several times to time start-up, and writes into bench/out the raw JSON
+# lines (results.jsonl), the report (report.md: machine, date, commit, tables) and the
+# chart of the ratios it shows (ratios.svg). Method: bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-quick=0; rounds=""; startup_rounds=""; workloads=all; keep=0; extra=()
+command="bash bench/run.sh $*"
+quick=0; rounds=""; startup_rounds=""; workloads=all; keep=0; publish=0; extra=()
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -32,7 +37,8 @@ while [ $# -gt 0 ]; do
     --startup-rounds) startup_rounds=$2; shift ;;
     --workloads) workloads=$2; shift ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --publish) publish=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     --*) extra+=("$1" "$2"); shift ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -49,10 +55,10 @@ echo "== building (release)" >&2
 if [ -z "${BERTH_BIN:-}" ]; then
   # Berth alone, as users build it (the bench crate would otherwise add hyper's client
   # features to the binary under test).
-  cargo build --release --quiet -p berth
+  cargo build --release --quiet --locked -p berth
   BERTH_BIN=$CARGO_TARGET_DIR/release/berth
 fi
-cargo build --release --quiet -p berth-bench
+cargo build --release --quiet --locked -p berth-bench
 bench=$CARGO_TARGET_DIR/release/berth-bench
 if [ -n "${BERTH_DESC:-}" ]; then
   berth_desc=$BERTH_DESC
@@ -61,6 +67,7 @@ elif [ "$BERTH_BIN" = "$CARGO_TARGET_DIR/release/berth" ]; then
 else
   berth_desc="binary $BERTH_BIN"
 fi
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates bench Cargo.toml Cargo.lock || echo ' + uncommitted changes')"
 peer=$repo/../shared/peers/distribution.sh
 
 work=${BENCH_WORK:-$(mktemp -d /var/tmp/berth-bench.XXXXXX)}
@@ -68,6 +75,7 @@ out=${BENCH_OUT:-$repo/bench/out}
 mkdir -p "$work" "$out"
 results=$out/results.jsonl
 report=$out/report.md
+chart=$out/ratios.svg
 : >"$results"
 
 ports=()
@@ -201,12 +209,22 @@ done
 elapsed=$(( $(date +%s) - started ))
 
 disk_dev=$(df --output=source "$work" | tail -1)
+date=$(date -u '+%Y-%m-%d %H:%M UTC')
+n_of() { if [ "$1" = 1 ]; then echo "1 $2"; else echo "$1 ${2}s"; fi; } # COUNT NOUN
+if [ $quick = 1 ]; then
+  mode="quick smoke run (--quick: small sizes), $(n_of "$rounds" round)"
+else
+  mode="full run, $(n_of "$rounds" round)"
+fi
+header=$work/header.md
 {
-  echo "## Berth vs distribution — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "## Berth vs distribution — $date"
   echo
+  echo "- mode: $mode, $(n_of "$startup_rounds" "start-up round"), ${elapsed} s in all$([ $quick = 1 ] && echo ': it checks that everything runs; its figures are too short to quote')"
+  echo "- command: \`$command\`, commit $commit"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
        "SHA-NI: $(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)," \
-       "$(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+       "$(awk '/^MemTotal:/ {printf "%.0f", $2 / 1048576}' /proc/meminfo) GiB RAM, kernel $(uname -r)"
   echo "- disk: $disk_dev ($(df --output=fstype "$work" | tail -1)," \
        "lsblk ROTA=$(lsblk -dno ROTA "$disk_dev" 2>/dev/null | xargs))," \
        "scratch and data directories in $work"
@@ -219,10 +237,59 @@ disk_dev=$(df --output=source "$work" | tail -1)
   fi
   echo "- distribution: $(docker-registry --version 2>/dev/null | awk '{print $3}'), filesystem storage, in-memory blob descriptor cache, log level error, access log off (../shared/peers/distribution.sh)"
   echo "- skopeo $(skopeo --version 2>/dev/null | awk '{print $3}'), openssl $(openssl version | awk '{print $2}')"
-  echo "- settings: $rounds rounds ($([ $quick = 1 ] && echo quick sizes || echo full sizes)), $startup_rounds start-up rounds, ${elapsed}s in total"
   echo
-  "$bench" report "$results"
-} >"$report"
+} >"$header"
+tables=$work/tables.md
+"$bench" report "$results" --svg "$chart" --json "$work/results.json" \
+  --svg-caption "$date · $mode · berth $berth_desc · $(nproc) cores" >"$tables"
+# The chart goes between the machine and the tables; IMAGE is its path from the page.
+page() { # IMAGE
+  cat "$header"
+  echo "![Berth ÷ distribution on every line, log scale: right of 1× Berth is better, left distribution]($1)"
+  echo
+  cat "$tables"
+}
+page ratios.svg >"$report"
 cat "$report"
 echo >&2
-echo "report: $report   raw: $results" >&2
+echo "report: $report   chart: $chart   raw: $results" >&2
+
+if [ $publish = 1 ]; then
+  docs=${BENCH_PUBLISH_DIR:-$repo/docs}
+  mkdir -p "$docs"
+  {
+    echo "# Benchmarks: Berth side by side with the CNCF distribution registry"
+    echo
+    if [ $quick = 1 ]; then
+      echo "> **Quick smoke run, not a measurement.** Made by \`$command\`: $(n_of "$rounds" round) of the"
+      echo "> quick mode's small sizes ([bench/README.md](../bench/README.md), \"Quick mode\"). It shows that the harness runs"
+      echo "> and what this page looks like; its figures are too short to quote. A full run"
+      echo "> (\`bash bench/run.sh --publish\`) replaces it."
+    else
+      echo "> Full run: \`$command\` ($rounds alternating rounds; the full sizes of bench/README.md,"
+      echo "> 1 GiB blob, 1,000 small blobs, 100,000 repositories, 10,000 tags, unless the command"
+      echo "> overrides them)."
+    fi
+    echo
+    echo "**Method** (in full, with every workload and the caveats: [bench/README.md](../bench/README.md))."
+    echo "Berth and the distribution registry 2.8 run on the same machine in the same run and are"
+    echo "measured by the same client, \`berth-bench\` (one keep-alive HTTP/1.1 connection per"
+    echo "worker, request bodies generated on the fly, every answer checked), workload by workload"
+    echo "in alternating rounds (the order of the registries is reversed every other round), on"
+    echo "fresh repositories and blob contents every round. Each figure is the median over the"
+    echo "rounds, with the min–max; a ratio is Berth's median ÷ distribution's, with the range of"
+    echo "the per-round ratios. The machine's limits (SHA-256, disk write + fsync, loopback HTTP)"
+    echo "are measured by the same harness in the same run: machines differ, so only ratios and"
+    echo "fractions of those limits compare between machines. In the chart every line reads the"
+    echo "same way: throughput as Berth ÷ distribution, latency, start-up time and memory as"
+    echo "distribution ÷ Berth, so a bar right of 1× is a line Berth wins."
+    echo
+    echo "Raw records: [benchmarks.json](benchmarks.json) (one JSON array; \`berth-bench report"
+    echo "docs/benchmarks.json\` renders the tables again). Chart: [benchmarks.svg](benchmarks.svg)."
+    echo
+    page benchmarks.svg
+  } >"$docs/benchmarks.md"
+  cp "$chart" "$docs/benchmarks.svg"
+  cp "$work/results.json" "$docs/benchmarks.json"
+  echo "published: $docs/benchmarks.md, benchmarks.svg, benchmarks.json" >&2
+fi
