@@ -24,6 +24,10 @@ pkgs+=(chromium)
 # tests/e2e/test_import.py fills a real CNCF distribution registry
 # (../shared/peers/distribution.sh) and imports its storage directory.
 pkgs+=(docker-registry)
+# The benchmark harness's smoke run (bench/smoke.sh, from scripts/test) stops the servers
+# it times with kill(1), from procps (Priority: important, so absent from minimal images);
+# it also needs skopeo, openssl, curl and docker-registry, installed above.
+pkgs+=(procps)
 # The PostgreSQL metadata tests run against a real server (tests/services/start.sh).
 pkgs+=(postgresql)
 # BERTH_E2E_REPLICAS=2 runs the client tests against two replicas behind nginx, which
