@@ -13,20 +13,16 @@
 //! running hash is kept in memory and recomputed from the file when it is missing.
 
 use std::collections::HashMap;
-use std::io::{self, Read, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use oci::{Algorithm, Digest, DigestHasher};
-use tokio::io::AsyncSeekExt;
 use uuid::Uuid;
 
 use crate::pump::pump;
 use crate::{BlobError, BlobInfo, BlobStore, ByteStream, Result, UploadInfo};
-
-const READ_CHUNK: usize = 256 * 1024;
 
 /// The running hash of an upload, valid for the first `offset` bytes of its file.
 #[derive(Default)]
@@ -90,8 +86,17 @@ impl FsBlobStore {
             file.sync_all()?;
             drop(file);
             let dir = dest.parent().expect("blob path has a parent");
-            std::fs::create_dir_all(dir)?;
-            std::fs::rename(&tmp, &dest)?;
+            if let Err(e) = std::fs::rename(&tmp, &dest) {
+                // The first blob of its prefix: make the directory, then move it.
+                if e.kind() != io::ErrorKind::NotFound || !tmp.exists() {
+                    return Err(e);
+                }
+                std::fs::create_dir_all(dir)?;
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                std::fs::rename(&tmp, &dest)?;
+            }
             std::fs::File::open(dir)?.sync_all()
         })
         .await
@@ -108,8 +113,11 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
 /// e.g. after a restart, or for an algorithm other than the one kept running).
 fn hash_file(path: &Path, algorithm: Algorithm, len: u64) -> io::Result<DigestHasher> {
     let mut h = DigestHasher::new(algorithm);
+    if len == 0 {
+        return Ok(h);
+    }
     let mut f = std::fs::File::open(path)?.take(len);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
@@ -149,19 +157,10 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn read(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream> {
-        let mut f = not_found_as(
-            tokio::fs::File::open(self.blob_path(digest)).await,
+        not_found_as(
+            reader::open(self.blob_path(digest), range).await,
             BlobError::NotFound,
-        )?;
-        let stream = match range {
-            Some((first, last)) => {
-                f.seek(SeekFrom::Start(first)).await?;
-                let r = tokio::io::AsyncReadExt::take(f, last - first + 1);
-                tokio_util::io::ReaderStream::with_capacity(r, READ_CHUNK).boxed()
-            }
-            None => tokio_util::io::ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
-        };
-        Ok(stream)
+        )
     }
 
     async fn put(&self, expected: &Digest, body: ByteStream) -> Result<u64> {
@@ -278,6 +277,7 @@ impl BlobStore for FsBlobStore {
         }
         let hasher = match state.hashed.take() {
             Some((offset, h)) if offset == size => h,
+            _ if size == 0 => DigestHasher::new(Algorithm::Sha256),
             _ => {
                 let p = path.clone();
                 blocking(move || hash_file(&p, Algorithm::Sha256, size)).await?
@@ -394,5 +394,113 @@ fn read_dir_or_empty(p: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
         Ok(rd) => rd.collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
+    }
+}
+
+/// Reads of a committed blob: in chunks of `READ_CHUNK`, each read straight into the
+/// buffer the response sends (no intermediate copy), one read ahead of the network.
+/// Reads of one stream never overlap (the next starts when the previous was taken), so
+/// they share the file's position.
+mod reader {
+    use std::fs::File;
+    use std::io;
+    use std::io::{Read, Seek, SeekFrom};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use tokio::task::JoinHandle;
+
+    use crate::ByteStream;
+
+    pub(super) const READ_CHUNK: usize = 1 << 20;
+
+    /// Up to `len` bytes at `offset`, fewer only at the end of the file, read into
+    /// the buffer the response sends (not zeroed first: `read_to_end` fills spare
+    /// capacity): the bytes are copied once, from the page cache.
+    fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn spawn_read(file: Arc<File>, offset: u64, len: usize) -> JoinHandle<io::Result<Bytes>> {
+        tokio::task::spawn_blocking(move || read_at(&file, offset, len))
+    }
+
+    struct State {
+        file: Arc<File>,
+        /// Where the read in flight ends, and where the stream ends.
+        pos: u64,
+        end: u64,
+        /// The first chunk, read when the file was opened.
+        ready: Option<Bytes>,
+        /// The read in flight, and how many bytes it must return.
+        next: Option<(JoinHandle<io::Result<Bytes>>, usize)>,
+    }
+
+    impl State {
+        fn read_ahead(&mut self) {
+            if self.pos < self.end {
+                let len = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
+                self.next = Some((spawn_read(self.file.clone(), self.pos, len), len));
+                self.pos += len as u64;
+            }
+        }
+    }
+
+    fn short() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "blob file is shorter than its size",
+        )
+    }
+
+    /// Opens `path` and reads its first chunk in one blocking call (a small blob is
+    /// then served without another), and streams the inclusive range `(first, last)`,
+    /// or all of it.
+    pub(super) async fn open(path: PathBuf, range: Option<(u64, u64)>) -> io::Result<ByteStream> {
+        let (file, first, end) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let file = File::open(path)?;
+            let (start, end) = match range {
+                Some((first, last)) => (first, last + 1),
+                None => (0, file.metadata()?.len()),
+            };
+            let len = (end - start).min(READ_CHUNK as u64) as usize;
+            let first = read_at(&file, start, len)?;
+            if first.len() < len {
+                return Err(short());
+            }
+            Ok((file, first, (start + len as u64, end)))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let (pos, end) = end;
+        let mut state = State {
+            file: Arc::new(file),
+            pos,
+            end,
+            ready: Some(first),
+            next: None,
+        };
+        state.read_ahead();
+        Ok(futures_util::stream::unfold(state, |mut s| async move {
+            if let Some(first) = s.ready.take().filter(|f| !f.is_empty()) {
+                return Some((Ok(first), s));
+            }
+            let (read, expected) = s.next.take()?;
+            match read.await.map_err(io::Error::other).and_then(|r| r) {
+                Ok(chunk) if chunk.len() < expected => Some((Err(short()), s)),
+                Ok(chunk) => {
+                    s.read_ahead();
+                    Some((Ok(chunk), s))
+                }
+                Err(e) => Some((Err(e), s)),
+            }
+        })
+        .boxed())
     }
 }

@@ -4,16 +4,23 @@
 //! them. A bounded channel between the two keeps at most `QUEUE` chunks in flight, so a
 //! multi-GiB body costs a few MiB of memory however fast the client sends, and hashing
 //! runs in parallel with receiving.
+//!
+//! A small body that has already arrived whole (most config blobs, manifests and small
+//! layers: hyper has read them with the headers) skips the thread and the channel: it
+//! is hashed and written in one blocking call.
 
 use std::fs::File;
 use std::io::Write;
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use oci::DigestHasher;
 
 use crate::{BlobError, ByteStream, Result};
 
 const QUEUE: usize = 32;
+/// Bodies up to this size that are already received are written without a pipeline.
+const SMALL: usize = 1 << 20;
 
 pub(crate) struct Pumped {
     pub file: File,
@@ -21,36 +28,94 @@ pub(crate) struct Pumped {
     pub written: u64,
 }
 
+fn write_all(
+    mut file: File,
+    mut hasher: DigestHasher,
+    chunks: &[Bytes],
+) -> std::io::Result<Pumped> {
+    let mut written = 0u64;
+    for chunk in chunks {
+        hasher.update(chunk);
+        file.write_all(chunk)?;
+        written += chunk.len() as u64;
+    }
+    Ok(Pumped {
+        file,
+        hasher,
+        written,
+    })
+}
+
+fn join_error(e: tokio::task::JoinError) -> BlobError {
+    BlobError::Io(std::io::Error::other(e))
+}
+
 /// Appends all of `body` to `file` (at its current position), feeding `hasher`.
 /// `limit` caps the number of bytes accepted.
 pub(crate) async fn pump(
-    mut file: File,
-    mut hasher: DigestHasher,
+    file: File,
+    hasher: DigestHasher,
     mut body: ByteStream,
     limit: Option<u64>,
 ) -> Result<Pumped> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUE);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Pumped> {
-        let mut written = 0u64;
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            file.write_all(&chunk)?;
-            written += chunk.len() as u64;
-        }
-        Ok(Pumped {
-            file,
-            hasher,
-            written,
-        })
-    });
     let mut received = 0u64;
+    let mut check = |chunk: &Bytes| -> Result<()> {
+        received += chunk.len() as u64;
+        match limit.filter(|l| received > *l) {
+            Some(limit) => Err(BlobError::TooLarge { limit }),
+            None => Ok(()),
+        }
+    };
+    // What has arrived already, up to SMALL bytes: the first chunk is awaited, the
+    // others taken only if they are ready.
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut head_len = 0usize;
+    let mut ended = false;
+    while head_len <= SMALL {
+        let next = if head.is_empty() {
+            body.next().await
+        } else {
+            match body.next().now_or_never() {
+                Some(next) => next,
+                None => break,
+            }
+        };
+        match next {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Ok(chunk)) => {
+                check(&chunk)?;
+                head_len += chunk.len();
+                head.push(chunk);
+            }
+            Some(Err(e)) => return Err(BlobError::Body(e)),
+        }
+    }
+    if ended {
+        return tokio::task::spawn_blocking(move || write_all(file, hasher, &head))
+            .await
+            .map_err(join_error)?
+            .map_err(BlobError::Io);
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Pumped> {
+        let mut p = write_all(file, hasher, &head)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            p.hasher.update(&chunk);
+            p.file.write_all(&chunk)?;
+            p.written += chunk.len() as u64;
+        }
+        Ok(p)
+    });
     let mut failure = None;
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(chunk) => {
-                received += chunk.len() as u64;
-                if let Some(limit) = limit.filter(|l| received > *l) {
-                    failure = Some(BlobError::TooLarge { limit });
+                if let Err(e) = check(&chunk) {
+                    failure = Some(e);
                     break;
                 }
                 if tx.send(chunk).await.is_err() {
@@ -64,9 +129,7 @@ pub(crate) async fn pump(
         }
     }
     drop(tx);
-    let pumped = writer
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+    let pumped = writer.await.map_err(join_error)??;
     match failure {
         Some(e) => Err(e),
         None => Ok(pumped),
