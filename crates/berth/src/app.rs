@@ -26,6 +26,12 @@ pub struct App {
     pub signer: Signer,
     pub throttle: Throttle,
     pub verified: VerifiedCache,
+    /// Namespace quotas, read on every push (see [`crate::cache`]).
+    pub quotas: crate::cache::TtlCache<String, Option<u64>>,
+    /// Bearer tokens whose signature verified, by token.
+    pub bearers: crate::cache::TtlCache<String, std::sync::Arc<crate::auth::jwt::Claims>>,
+    /// Manifests up to 64 KiB, by digest (8 MiB at most).
+    pub manifests: crate::cache::ContentCache,
     pub counters: crate::api::metrics::Counters,
 }
 
@@ -161,6 +167,9 @@ impl App {
             signer,
             throttle: Throttle::default(),
             verified: VerifiedCache::default(),
+            quotas: Default::default(),
+            bearers: crate::cache::TtlCache::new(std::time::Duration::from_secs(60)),
+            manifests: crate::cache::ContentCache::new(64 << 10, 8 << 20),
             counters: Default::default(),
         }))
     }

@@ -204,7 +204,11 @@ impl Importer {
 
     async fn link(&self, repo: &RepoName, d: &Digest, report: &mut Report) -> anyhow::Result<()> {
         let size = self.ensure_blob(d, report).await?;
-        match self.meta.link_blob(repo, d, size, self.presence(d)).await? {
+        match self
+            .meta
+            .link_blob(repo, d, size, self.presence(d), None)
+            .await?
+        {
             Linked::Linked => Ok(()),
             Linked::Vanished => bail!(
                 "blob {d} vanished while it was linked (garbage collection?); run the import again"

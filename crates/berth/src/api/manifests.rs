@@ -55,6 +55,10 @@ pub async fn get(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
     }
     let body = if ctx.method == Method::HEAD {
         Body::empty()
+    } else if let Some(content) = ctx.app.manifests.get(&row.digest) {
+        Body::from(content)
+    } else if ctx.app.manifests.admits(row.size) {
+        Body::from(read_stored(&ctx, &row.digest, row.size).await?)
     } else {
         Body::from_stream(ctx.app.blobs.read(&row.digest, None).await?)
     };
@@ -65,6 +69,26 @@ pub async fn get(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
         .header("docker-content-digest", row.digest.to_string())
         .body(body)
         .map_err(anyhow::Error::from)?)
+}
+
+/// A small stored manifest, read whole, and kept in memory if it matches its digest
+/// (a damaged file is served as stored, for the client to refuse, and for `berth fsck`
+/// to report; it is never cached).
+async fn read_stored(ctx: &Ctx, digest: &Digest, size: u64) -> Result<Bytes, ApiError> {
+    let mut stream = ctx.app.blobs.read(digest, None).await?;
+    let mut content = BytesMut::with_capacity(size as usize);
+    while let Some(chunk) = stream.next().await {
+        content.extend_from_slice(&chunk.map_err(anyhow::Error::from)?);
+    }
+    let content = content.freeze();
+    let mut hasher = oci::DigestHasher::new(digest.algorithm());
+    hasher.update(&content);
+    if hasher.finish() == *digest {
+        ctx.app.manifests.insert(digest.clone(), content.clone());
+    } else {
+        tracing::warn!(%digest, "stored manifest does not match its digest (run berth fsck)");
+    }
+    Ok(content)
 }
 
 /// Reads a manifest body, refusing more than `limit` bytes.

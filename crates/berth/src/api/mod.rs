@@ -161,14 +161,17 @@ impl Ctx {
         async move { Ok(blobs.stat(&d).await?.is_some()) }.boxed()
     }
 
-    /// Records a blob now in the store as part of `repo`.
+    /// Records a blob now in the store as part of `repo`, closing the upload session
+    /// that produced it, if any.
     pub async fn link_blob(
         &self,
         repo: &oci::RepoName,
         digest: &oci::Digest,
         size: u64,
+        upload: Option<uuid::Uuid>,
     ) -> Result<(), error::ApiError> {
-        match self.app.meta.link_blob(repo, digest, size, self.presence(digest)).await? {
+        let presence = self.presence(digest);
+        match self.app.meta.link_blob(repo, digest, size, presence, upload).await? {
             crate::meta::Linked::Linked => Ok(()),
             crate::meta::Linked::Vanished => Err(ErrorCode::BlobUploadInvalid
                 .msg("the blob was deleted by garbage collection while this push completed; push it again")
@@ -187,7 +190,15 @@ impl Ctx {
         digest: Option<&oci::Digest>,
     ) -> Result<(), error::ApiError> {
         let ns = repo.namespace();
-        let Some(quota) = self.app.gc.quota(ns).await? else {
+        let quota = match self.app.quotas.get(&ns.to_string()) {
+            Some(q) => q,
+            None => {
+                let q = self.app.gc.quota(ns).await?;
+                self.app.quotas.insert(ns.to_string(), q);
+                q
+            }
+        };
+        let Some(quota) = quota else {
             return Ok(());
         };
         let (used, has) = self.app.gc.namespace_bytes(ns, digest).await?;

@@ -84,7 +84,7 @@ pub async fn start(ctx: Ctx, repo: RepoName) -> ApiResult {
             // (an unlinked file is garbage collection's to remove).
             ctx.check_quota(&repo, size, Some(&digest)).await?;
         }
-        ctx.link_blob(&repo, &digest, size).await?;
+        ctx.link_blob(&repo, &digest, size, None).await?;
         return Ok(created(&ctx, &repo, &digest));
     }
     // A namespace already at its quota gets no new session.
@@ -135,7 +135,7 @@ async fn try_mount(
         return Ok(None);
     }
     ctx.check_quota(repo, size, Some(digest)).await?;
-    ctx.link_blob(repo, digest, size).await?;
+    ctx.link_blob(repo, digest, size, None).await?;
     Ok(Some(created(ctx, repo, digest)))
 }
 
@@ -226,8 +226,7 @@ pub async fn finish(ctx: Ctx, repo: RepoName, id: Uuid) -> ApiResult {
         return Err(e);
     }
     let size = ctx.app.blobs.upload_finish(id, &digest).await?;
-    ctx.link_blob(&repo, &digest, size).await?;
-    ctx.app.meta.upload_delete(id).await?;
+    ctx.link_blob(&repo, &digest, size, Some(id)).await?;
     Ok(created(&ctx, &repo, &digest))
 }
 

@@ -21,6 +21,8 @@ use super::password::random_bytes;
 use crate::meta::accounts::Accounts;
 
 pub const ISSUER: &str = "berth";
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY: u64 = 5;
 /// Where Berth kept the key before it moved into the metadata database.
 const LEGACY_KEY_FILE: &str = "token-signing-key.pem";
 
@@ -188,11 +190,18 @@ impl Signer {
         v.set_issuer(&[ISSUER]);
         v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
         v.validate_nbf = true;
-        v.leeway = 5;
+        v.leeway = LEEWAY;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .ok()
             .map(|d| d.claims)
     }
+}
+
+/// Whether verified claims are still within their validity period, with the leeway
+/// [`Signer::verify`] allows (for claims verified earlier and cached).
+pub fn in_validity(c: &Claims) -> bool {
+    let now = now_secs();
+    c.exp + LEEWAY >= now && c.nbf <= now + LEEWAY
 }
 
 #[cfg(test)]

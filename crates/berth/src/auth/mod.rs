@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -313,21 +313,8 @@ pub async fn authenticate(
         });
     }
     if scheme.eq_ignore_ascii_case("bearer") {
-        let claims = app
-            .signer
-            .verify(rest.trim())
-            .ok_or(AuthError::BadCredentials)?;
-        let user = app
-            .accounts
-            .user_by_id(claims.uid)
-            .await?
-            .filter(|u| u.name == claims.sub)
-            .ok_or(AuthError::BadCredentials)?;
-        if let Some(tid) = claims.tid {
-            if !app.accounts.token_valid(tid).await? {
-                return Err(AuthError::BadCredentials);
-            }
-        }
+        let claims = bearer_claims(app, rest.trim())?;
+        let principal = bearer_principal(app, &claims).await?;
         let mut granted: HashMap<String, Actions> = HashMap::new();
         for a in claims.access.iter().filter(|a| a.kind == "repository") {
             let actions = a
@@ -338,9 +325,48 @@ pub async fn authenticate(
             *e = e.union(actions);
         }
         return Ok(Caller::User {
-            principal: principal(app, &user).await?,
+            principal,
             granted: Some(granted),
         });
     }
     Err(AuthError::BadCredentials)
+}
+
+/// The claims of a bearer token whose signature, issuer and audience verified. A token
+/// seen before is not verified again (the signature check is most of the CPU of an
+/// authenticated pull), but its validity period is checked every time, exactly as
+/// [`jwt::Signer::verify`] checks it.
+fn bearer_claims(app: &App, token: &str) -> Result<Arc<jwt::Claims>, AuthError> {
+    let key = token.to_string();
+    let claims = match app.bearers.get(&key) {
+        Some(c) => c,
+        None => {
+            let c = Arc::new(app.signer.verify(token).ok_or(AuthError::BadCredentials)?);
+            app.bearers.insert(key, c.clone());
+            c
+        }
+    };
+    if !jwt::in_validity(&claims) {
+        return Err(AuthError::BadCredentials);
+    }
+    Ok(claims)
+}
+
+/// Who a bearer token is for: the user must still exist under that name and the access
+/// token it was issued for must not be revoked. Asked of the database at every request,
+/// so that deleting a user, revoking a token or leaving a team applies at once, also
+/// when done with the CLI or on another replica.
+async fn bearer_principal(app: &App, claims: &jwt::Claims) -> Result<Principal, AuthError> {
+    let user = app
+        .accounts
+        .user_by_id(claims.uid)
+        .await?
+        .filter(|u| u.name == claims.sub)
+        .ok_or(AuthError::BadCredentials)?;
+    if let Some(tid) = claims.tid {
+        if !app.accounts.token_valid(tid).await? {
+            return Err(AuthError::BadCredentials);
+        }
+    }
+    Ok(principal(app, &user).await?)
 }

@@ -140,13 +140,15 @@ pub trait Metadata: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     /// Records a blob now present in the store and links it to `repo` (creating the
-    /// repository if needed).
+    /// repository if needed). `upload`: the upload session that produced it, closed in
+    /// the same transaction (one durable commit per pushed blob, not two).
     async fn link_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
         present: Presence<'_>,
+        upload: Option<Uuid>,
     ) -> Result<Linked>;
 
     /// Size of `digest` if `repo` may serve it.

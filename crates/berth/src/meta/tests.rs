@@ -252,7 +252,11 @@ const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 async fn blob(db: &Db, r: &str, name: &str, size: u64) -> Digest {
     let d = dg(name);
-    let linked = db.meta.link_blob(&repo(r), &d, size, yes()).await.unwrap();
+    let linked = db
+        .meta
+        .link_blob(&repo(r), &d, size, yes(), None)
+        .await
+        .unwrap();
     assert_eq!(linked, Linked::Linked);
     d
 }
@@ -428,7 +432,7 @@ async fn links_and_vanished_blobs(db: Db) {
     let gone = dg("gone");
     let r = db
         .meta
-        .link_blob(&repo("carol/app"), &gone, 7, no())
+        .link_blob(&repo("carol/app"), &gone, 7, no(), None)
         .await
         .unwrap();
     assert_eq!(r, Linked::Vanished);
@@ -2006,7 +2010,7 @@ async fn push_racing_the_collector_never_leaves_a_row_without_a_file(db: Db) {
         files.put(&d);
         let linked = db
             .meta
-            .link_blob(&repo("alice/app"), &d, 1, yes())
+            .link_blob(&repo("alice/app"), &d, 1, yes(), None)
             .await
             .unwrap();
         assert_eq!(linked, Linked::Linked);
@@ -2036,7 +2040,7 @@ async fn push_racing_the_collector_never_leaves_a_row_without_a_file(db: Db) {
         let meta = db.meta.clone();
         let (f, dd) = (files.clone(), d.clone());
         let pusher = tokio::spawn(async move {
-            meta.link_blob(&repo("alice/app"), &dd, 1, f.presence(&dd))
+            meta.link_blob(&repo("alice/app"), &dd, 1, f.presence(&dd), None)
                 .await
                 .unwrap()
         });
@@ -2169,8 +2173,8 @@ async fn replicas_racing_on_one_tag(db: Db) {
     for i in 0..10 {
         let name = repo(&format!("new/r{i}"));
         let (a, b) = tokio::join!(
-            db.meta.link_blob(&name, &c, 1, yes()),
-            other.meta.link_blob(&name, &c, 1, yes())
+            db.meta.link_blob(&name, &c, 1, yes(), None),
+            other.meta.link_blob(&name, &c, 1, yes(), None)
         );
         assert_eq!((a.unwrap(), b.unwrap()), (Linked::Linked, Linked::Linked));
     }
@@ -2209,7 +2213,7 @@ async fn deleting_a_repository_while_pushing_to_it_fails_neither(db: Db) {
         let r = repo(&name);
         let (meta, c2, r2) = (db.meta.clone(), c.clone(), r.clone());
         let pusher = tokio::spawn(async move {
-            let linked = meta.link_blob(&r2, &c2, 1, yes()).await.unwrap();
+            let linked = meta.link_blob(&r2, &c2, 1, yes(), None).await.unwrap();
             let d = dg(&format!("m-{i}"));
             let m = NewManifest {
                 digest: &d,

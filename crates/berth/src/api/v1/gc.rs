@@ -105,6 +105,7 @@ pub async fn set_quota(
     let bytes = u64::try_from(req.bytes)
         .map_err(|_| Error::BadRequest("a quota must not be negative".into()))?;
     app.gc.quota_set(&ns, Some(bytes)).await?;
+    app.quotas.forget_all();
     auth.audit(&app, "quota_set", &ns, Some(bytes.to_string()))
         .await;
     Ok(StatusCode::NO_CONTENT)
@@ -122,6 +123,7 @@ pub async fn remove_quota(
     auth.require_admin()?;
     namespace_name(&ns)?;
     app.gc.quota_set(&ns, None).await?;
+    app.quotas.forget_all();
     auth.audit(&app, "quota_rm", &ns, None).await;
     Ok(StatusCode::NO_CONTENT)
 }

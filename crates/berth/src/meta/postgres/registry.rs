@@ -69,6 +69,7 @@ impl Metadata for PostgresMetadata {
         digest: &Digest,
         size: u64,
         present: Presence<'_>,
+        upload: Option<Uuid>,
     ) -> Result<Linked> {
         let mut tx = self.shared_tx().await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
@@ -92,6 +93,12 @@ impl Metadata for PostgresMetadata {
         // file between this check and the commit.
         if !present.await? {
             return Ok(Linked::Vanished);
+        }
+        if let Some(id) = upload {
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(Linked::Linked)

@@ -96,6 +96,7 @@ impl Accounts for SqliteMetadata {
         .bind(now_ms())
         .fetch_one(&self.writer)
         .await;
+        self.durable().await?;
         match r {
             Ok(row) => Ok(Created::Ok(user(&row))),
             Err(e) if is_unique_violation(&e) => Ok(Created::NameTaken),
@@ -159,6 +160,7 @@ impl Accounts for SqliteMetadata {
                 .bind(name)
                 .execute(&self.writer)
                 .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -168,6 +170,7 @@ impl Accounts for SqliteMetadata {
             .bind(name)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -177,6 +180,7 @@ impl Accounts for SqliteMetadata {
             .bind(id)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -209,6 +213,7 @@ impl Accounts for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.durable().await?;
         Ok(Some(repos.rows_affected()))
     }
 
@@ -220,6 +225,7 @@ impl Accounts for SqliteMetadata {
         .bind(now_ms())
         .fetch_one(&self.writer)
         .await;
+        self.durable().await?;
         match r {
             Ok(row) => Ok(Created::Ok(Team {
                 id: row.get("id"),
@@ -285,6 +291,7 @@ impl Accounts for SqliteMetadata {
         .bind(now_ms())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(MemberChange::Done)
     }
 
@@ -300,6 +307,7 @@ impl Accounts for SqliteMetadata {
             .bind(user_id)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(if r.rows_affected() > 0 {
             MemberChange::Done
         } else {
@@ -325,6 +333,7 @@ impl Accounts for SqliteMetadata {
         .bind(expires_at)
         .fetch_one(&self.writer)
         .await;
+        self.durable().await?;
         let id: i64 = match r {
             Ok(row) => row.get("id"),
             Err(e) if is_unique_violation(&e) => return Ok(Created::NameTaken),
@@ -334,6 +343,7 @@ impl Accounts for SqliteMetadata {
             .bind(id)
             .fetch_one(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(Created::Ok(token(&row)))
     }
 
@@ -389,6 +399,7 @@ impl Accounts for SqliteMetadata {
         .bind(user)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -416,6 +427,7 @@ impl Accounts for SqliteMetadata {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -437,6 +449,7 @@ impl Accounts for SqliteMetadata {
             .bind(id)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -449,6 +462,7 @@ impl Accounts for SqliteMetadata {
         .bind(keep)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -464,6 +478,7 @@ impl Accounts for SqliteMetadata {
         .bind(e.client)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -498,6 +513,7 @@ impl Accounts for SqliteMetadata {
         .bind(now_ms())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(
             sqlx::query_scalar("SELECT value FROM secrets WHERE name = 'token_signing_key'")
                 .fetch_one(&self.writer)

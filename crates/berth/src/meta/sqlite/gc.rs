@@ -53,6 +53,7 @@ impl GcStore for SqliteMetadata {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -61,6 +62,7 @@ impl GcStore for SqliteMetadata {
             .bind(holder)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -75,7 +77,7 @@ impl GcStore for SqliteMetadata {
     }
 
     async fn gc_run_start(&self, trigger: &str, dry_run: bool, grace_ms: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        let id = sqlx::query_scalar(
             "INSERT INTO gc_runs (started_at, trigger, dry_run, grace_ms) VALUES (?, ?, ?, ?) RETURNING id",
         )
         .bind(now_ms())
@@ -83,7 +85,9 @@ impl GcStore for SqliteMetadata {
         .bind(dry_run as i64)
         .bind(grace_ms)
         .fetch_one(&self.writer)
-        .await?)
+        .await?;
+        self.durable().await?;
+        Ok(id)
     }
 
     async fn gc_run_finish(&self, id: i64, r: &GcReport, error: Option<&str>) -> Result<()> {
@@ -101,6 +105,7 @@ impl GcStore for SqliteMetadata {
         .bind(id)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -151,6 +156,7 @@ impl GcStore for SqliteMetadata {
         .bind(cutoff)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(r.rows_affected())
     }
 
@@ -202,6 +208,7 @@ impl GcStore for SqliteMetadata {
             gone.push((d.clone(), size as u64));
         }
         tx.commit().await?;
+        self.durable().await?;
         Ok(gone)
     }
 
@@ -222,6 +229,7 @@ impl GcStore for SqliteMetadata {
             n += r.rows_affected();
         }
         tx.commit().await?;
+        self.durable().await?;
         Ok(n)
     }
 
@@ -251,6 +259,7 @@ impl GcStore for SqliteMetadata {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.durable().await?;
         Ok((deleted, left as u64))
     }
 
@@ -279,6 +288,7 @@ impl GcStore for SqliteMetadata {
             .bind(id.to_string())
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -451,6 +461,7 @@ impl GcStore for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -485,6 +496,7 @@ impl GcStore for SqliteMetadata {
                 });
             }
             tx.commit().await?;
+            self.durable().await?;
         }
     }
 
@@ -516,6 +528,7 @@ impl GcStore for SqliteMetadata {
         .bind(now_ms())
         .fetch_one(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(id)
     }
 
@@ -524,6 +537,7 @@ impl GcStore for SqliteMetadata {
             .bind(id)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -569,6 +583,7 @@ impl GcStore for SqliteMetadata {
             });
         }
         tx.commit().await?;
+        self.durable().await?;
         Ok(out)
     }
 
@@ -610,6 +625,7 @@ impl GcStore for SqliteMetadata {
             });
         }
         tx.commit().await?;
+        self.durable().await?;
         Ok(out)
     }
 
@@ -633,12 +649,14 @@ impl GcStore for SqliteMetadata {
                 .bind(now_ms())
                 .execute(&self.writer)
                 .await?;
+                self.durable().await?;
             }
             None => {
                 sqlx::query("DELETE FROM quotas WHERE namespace = ?")
                     .bind(namespace)
                     .execute(&self.writer)
                     .await?;
+                self.durable().await?;
             }
         }
         Ok(())

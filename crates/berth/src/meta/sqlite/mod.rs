@@ -6,12 +6,23 @@
 //! never wait for a writer. Write transactions are `BEGIN IMMEDIATE`: they take the
 //! write lock first, so one that read before writing can't fail with
 //! `SQLITE_BUSY_SNAPSHOT` when another process committed meanwhile.
-//! `synchronous = FULL`: a change acknowledged to a client is on disk.
+//!
+//! Durability is a group commit: the connections run `synchronous = NORMAL` (a commit
+//! writes the WAL but does not sync it), and every write method then calls
+//! [`SqliteMetadata::durable`], which `fdatasync`s the WAL before returning. Callers
+//! that arrive while a sync is running wait for the next one, which then covers all of
+//! them: under concurrent pushes one sync acknowledges many commits, and the single
+//! writer connection never waits for the disk. A change acknowledged to a client is on
+//! disk, as with `synchronous = FULL`, but commits no longer queue behind each other's
+//! syncs. (A checkpoint syncs the WAL before copying it into the database and the
+//! database before the WAL is reused, so a commit is either in the synced WAL or in the
+//! synced database file.)
 //!
 //! One file per area: `registry.rs` (repositories, blobs, manifests, tags, uploads),
 //! `accounts.rs` (users, teams, tokens, audit log), `gc.rs` (garbage collection, usage).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -57,6 +68,59 @@ const MIGRATIONS: &[(i64, &str)] = &[
 pub struct SqliteMetadata {
     writer: SqlitePool,
     reader: SqlitePool,
+    wal: WalSync,
+}
+
+/// The group commit of the write-ahead log (see the module documentation).
+struct WalSync {
+    path: PathBuf,
+    /// Commits that asked to be made durable, and how many of them are.
+    asked: AtomicU64,
+    synced: AtomicU64,
+    /// Syncs run (for the tests).
+    runs: AtomicU64,
+    /// Held while a sync runs.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl WalSync {
+    fn new(db: &Path) -> WalSync {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
+        WalSync {
+            path: path.into(),
+            asked: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Returns once everything committed before the call is on disk.
+    async fn sync(&self) -> Result<()> {
+        // Taken after the caller's commit returned: a sync that starts after this
+        // ticket was handed out covers that commit.
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = self.running.lock().await;
+        if self.synced.load(Ordering::SeqCst) >= ticket {
+            return Ok(()); // a sync that started after our commit has finished
+        }
+        let covers = self.asked.load(Ordering::SeqCst);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+            Ok(f) => f.sync_data(),
+            // No WAL: the last connection closed, which checkpointed it into the
+            // (synced) database file and removed it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+        .context("syncing the SQLite write-ahead log")?
+        .context("syncing the SQLite write-ahead log")?;
+        self.synced.store(covers, Ordering::SeqCst);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 impl SqliteMetadata {
@@ -65,7 +129,7 @@ impl SqliteMetadata {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
@@ -73,12 +137,24 @@ impl SqliteMetadata {
             .connect_with(opts.clone())
             .await
             .with_context(|| format!("opening SQLite database {}", path.display()))?;
+        let wal = WalSync::new(path);
         migrate(&writer).await?;
+        wal.sync().await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        Ok(SqliteMetadata { writer, reader })
+        Ok(SqliteMetadata {
+            writer,
+            reader,
+            wal,
+        })
+    }
+
+    /// Makes every write committed so far durable; each write method calls it after
+    /// its commit, before returning.
+    async fn durable(&self) -> Result<()> {
+        self.wal.sync().await
     }
 }
 
@@ -107,4 +183,64 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::meta::Metadata;
+
+    /// Every write waits for a sync of the WAL that started after its commit, and
+    /// writes committed while a sync runs share the next one.
+    #[tokio::test]
+    async fn writes_wait_for_a_sync_of_the_log_and_share_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let m = Arc::new(SqliteMetadata::open(&path).await.unwrap());
+        let repo: oci::RepoName = "alice/app".parse().unwrap();
+        let runs = |m: &SqliteMetadata| m.wal.runs.load(Ordering::SeqCst);
+        let before = runs(&m);
+        m.upload_create(uuid::Uuid::new_v4(), &repo, "alice")
+            .await
+            .unwrap();
+        assert_eq!(runs(&m), before + 1, "one write, one sync");
+
+        // A sync is running (the test holds its place): 64 writes commit meanwhile,
+        // and none of them returns before a sync that covers it.
+        let sync_running = m.wal.running.lock().await;
+        let before = runs(&m);
+        let asked = m.wal.asked.load(Ordering::SeqCst);
+        let writes: Vec<_> = (0..64)
+            .map(|_| {
+                let (m, repo) = (m.clone(), repo.clone());
+                tokio::spawn(
+                    async move { m.upload_create(uuid::Uuid::new_v4(), &repo, "alice").await },
+                )
+            })
+            .collect();
+        while m.wal.asked.load(Ordering::SeqCst) < asked + 64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            writes.iter().all(|w| !w.is_finished()),
+            "a write returned before its commit was synced"
+        );
+        drop(sync_running);
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            runs(&m) - before,
+            1,
+            "64 writes committed during a sync share the next"
+        );
+
+        // What was acknowledged is in the database, for another connection too.
+        drop(m);
+        let again = SqliteMetadata::open(&path).await.unwrap();
+        assert_eq!(again.uploads_open("alice").await.unwrap(), 65);
+    }
 }

@@ -50,6 +50,7 @@ impl Metadata for SqliteMetadata {
         digest: &Digest,
         size: u64,
         present: Presence<'_>,
+        upload: Option<Uuid>,
     ) -> Result<Linked> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let repo_id = repo_id_or_create(&mut tx, repo).await?;
@@ -74,7 +75,14 @@ impl Metadata for SqliteMetadata {
         if !present.await? {
             return Ok(Linked::Vanished);
         }
+        if let Some(id) = upload {
+            sqlx::query("DELETE FROM uploads WHERE id = ?")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
+        self.durable().await?;
         Ok(Linked::Linked)
     }
 
@@ -118,6 +126,7 @@ impl Metadata for SqliteMetadata {
         .bind(repo.as_str())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -129,6 +138,7 @@ impl Metadata for SqliteMetadata {
             .bind(owner)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -157,6 +167,7 @@ impl Metadata for SqliteMetadata {
             .bind(id.to_string())
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -249,6 +260,7 @@ impl Metadata for SqliteMetadata {
             return Ok(PutManifest::Vanished);
         }
         tx.commit().await?;
+        self.durable().await?;
         Ok(PutManifest::Stored)
     }
 
@@ -295,6 +307,7 @@ impl Metadata for SqliteMetadata {
         .bind(repo.as_str())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -307,6 +320,7 @@ impl Metadata for SqliteMetadata {
         .bind(repo.as_str())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -465,6 +479,7 @@ impl Metadata for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.durable().await?;
         Ok(r.rows_affected() > 0)
     }
 
