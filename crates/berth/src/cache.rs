@@ -1,9 +1,8 @@
-//! Small in-process caches of metadata that changes rarely and is read on every request.
-//!
-//! Each entry lives at most [`TTL`]: a change made through this process is seen at once
-//! (the writer calls `forget`), one made by another process on the same metadata (the
-//! CLI, another replica) within `TTL`.
+//! Small in-process caches of what is read on every request and changes rarely
+//! ([`TtlCache`]: entries expire, and a change made through this process empties it at
+//! once with `forget_all`) or never ([`ContentCache`]: content by digest).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -33,8 +32,12 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// The cached value of `key`, if fresh.
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// The cached value of `key`, if fresh (looked up by reference: a hit allocates
+    /// nothing).
+    pub fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let entries = self.entries.lock().unwrap();
         let (v, at) = entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| v.clone())

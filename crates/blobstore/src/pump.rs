@@ -28,22 +28,27 @@ pub(crate) struct Pumped {
     pub written: u64,
 }
 
-fn write_all(
-    mut file: File,
-    mut hasher: DigestHasher,
-    chunks: &[Bytes],
-) -> std::io::Result<Pumped> {
-    let mut written = 0u64;
-    for chunk in chunks {
-        hasher.update(chunk);
-        file.write_all(chunk)?;
-        written += chunk.len() as u64;
+impl Pumped {
+    /// Hashes and writes one chunk.
+    fn append(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(chunk);
+        self.file.write_all(chunk)?;
+        self.written += chunk.len() as u64;
+        Ok(())
     }
-    Ok(Pumped {
+}
+
+/// `chunks` written to `file` and fed to `hasher`.
+fn write_all(file: File, hasher: DigestHasher, chunks: &[Bytes]) -> std::io::Result<Pumped> {
+    let mut p = Pumped {
         file,
         hasher,
-        written,
-    })
+        written: 0,
+    };
+    for chunk in chunks {
+        p.append(chunk)?;
+    }
+    Ok(p)
 }
 
 fn join_error(e: tokio::task::JoinError) -> BlobError {
@@ -104,9 +109,7 @@ pub(crate) async fn pump(
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Pumped> {
         let mut p = write_all(file, hasher, &head)?;
         while let Some(chunk) = rx.blocking_recv() {
-            p.hasher.update(&chunk);
-            p.file.write_all(&chunk)?;
-            p.written += chunk.len() as u64;
+            p.append(&chunk)?;
         }
         Ok(p)
     });

@@ -190,7 +190,7 @@ impl Ctx {
         digest: Option<&oci::Digest>,
     ) -> Result<(), error::ApiError> {
         let ns = repo.namespace();
-        let quota = match self.app.quotas.get(&ns.to_string()) {
+        let quota = match self.app.quotas.get(ns) {
             Some(q) => q,
             None => {
                 let q = self.app.gc.quota(ns).await?;

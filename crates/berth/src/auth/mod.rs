@@ -337,12 +337,11 @@ pub async fn authenticate(
 /// authenticated pull), but its validity period is checked every time, exactly as
 /// [`jwt::Signer::verify`] checks it.
 fn bearer_claims(app: &App, token: &str) -> Result<Arc<jwt::Claims>, AuthError> {
-    let key = token.to_string();
-    let claims = match app.bearers.get(&key) {
+    let claims = match app.bearers.get(token) {
         Some(c) => c,
         None => {
             let c = Arc::new(app.signer.verify(token).ok_or(AuthError::BadCredentials)?);
-            app.bearers.insert(key, c.clone());
+            app.bearers.insert(token.to_string(), c.clone());
             c
         }
     };
