@@ -21,13 +21,15 @@ use async_trait::async_trait;
 use oci::{Algorithm, Digest, DigestHasher};
 use uuid::Uuid;
 
-use crate::pump::pump;
+use crate::pump::{pump, Writeback};
 use crate::{BlobError, BlobInfo, BlobStore, ByteStream, Result, UploadInfo};
 
 /// The running hash of an upload, valid for the first `offset` bytes of its file.
 #[derive(Default)]
 struct UploadState {
     hashed: Option<(u64, DigestHasher)>,
+    /// The background sync of the session's file, carried from request to request.
+    writeback: Writeback,
 }
 
 pub struct FsBlobStore {
@@ -77,9 +79,16 @@ impl FsBlobStore {
     }
 
     /// Makes `tmp` durable and moves it to the blob's place.
-    async fn commit(&self, tmp: PathBuf, file: std::fs::File, digest: &Digest) -> Result<()> {
+    async fn commit(
+        &self,
+        tmp: PathBuf,
+        file: std::fs::File,
+        writeback: Writeback,
+        digest: &Digest,
+    ) -> Result<()> {
         let dest = self.blob_path(digest);
         tokio::task::spawn_blocking(move || -> io::Result<()> {
+            writeback.finish()?;
             // A blob's mtime is when it was committed: garbage collection spares files
             // younger than its grace period, however long the upload took.
             file.set_modified(std::time::SystemTime::now())?;
@@ -166,7 +175,9 @@ impl BlobStore for FsBlobStore {
     async fn put(&self, expected: &Digest, body: ByteStream) -> Result<u64> {
         let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
         let file = std::fs::File::create(&tmp)?;
-        let result = pump(file, DigestHasher::new(expected.algorithm()), body, None).await;
+        let writeback = Writeback::default();
+        let hasher = DigestHasher::new(expected.algorithm());
+        let result = pump(file, hasher, body, None, &writeback).await;
         let p = match result {
             Ok(p) => p,
             Err(e) => {
@@ -182,7 +193,7 @@ impl BlobStore for FsBlobStore {
                 actual,
             });
         }
-        self.commit(tmp, p.file, expected).await?;
+        self.commit(tmp, p.file, writeback, expected).await?;
         Ok(p.written)
     }
 
@@ -283,7 +294,7 @@ impl BlobStore for FsBlobStore {
                 blocking(move || hash_file(&p, Algorithm::Sha256, size)).await?
             }
         };
-        match pump(file, hasher.clone(), body, None).await {
+        match pump(file, hasher.clone(), body, None, &state.writeback).await {
             Ok(p) => {
                 let new_size = size + p.written;
                 state.hashed = Some((new_size, p.hasher));
@@ -320,7 +331,8 @@ impl BlobStore for FsBlobStore {
                 actual,
             });
         }
-        self.commit(path, file, digest).await?;
+        self.commit(path, file, state.writeback.clone(), digest)
+            .await?;
         drop(state);
         self.forget(id);
         Ok(size)
