@@ -353,19 +353,18 @@ fn bearer_claims(app: &App, token: &str) -> Result<Arc<jwt::Claims>, AuthError> 
 
 /// Who a bearer token is for: the user must still exist under that name and the access
 /// token it was issued for must not be revoked. Asked of the database at every request,
-/// so that deleting a user, revoking a token or leaving a team applies at once, also
-/// when done with the CLI or on another replica.
+/// in one query, so that deleting a user, revoking a token or leaving a team applies at
+/// once, also when done with the CLI or on another replica.
 async fn bearer_principal(app: &App, claims: &jwt::Claims) -> Result<Principal, AuthError> {
-    let user = app
+    let (user, teams) = app
         .accounts
-        .user_by_id(claims.uid)
+        .bearer_user(claims.uid, &claims.sub, claims.tid)
         .await?
-        .filter(|u| u.name == claims.sub)
         .ok_or(AuthError::BadCredentials)?;
-    if let Some(tid) = claims.tid {
-        if !app.accounts.token_valid(tid).await? {
-            return Err(AuthError::BadCredentials);
-        }
-    }
-    Ok(principal(app, &user).await?)
+    Ok(Principal {
+        id: user.id,
+        name: user.name,
+        admin: user.is_admin,
+        teams,
+    })
 }

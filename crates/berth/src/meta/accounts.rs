@@ -125,6 +125,17 @@ pub trait Accounts: Send + Sync + 'static {
     /// The teams a user belongs to, with their role in each.
     async fn user_teams(&self, user_id: i64) -> Result<Vec<(String, Role)>>;
 
+    /// Who a bearer token is for, in one query (it runs at every authenticated
+    /// request): user `id` if it still exists and is still called `name`, with its
+    /// teams as [`Accounts::user_teams`] lists them, provided access token `token`, when
+    /// there is one, still exists and has not expired.
+    async fn bearer_user(
+        &self,
+        id: i64,
+        name: &str,
+        token: Option<i64>,
+    ) -> Result<Option<(User, Vec<(String, Role)>)>>;
+
     async fn users(&self) -> Result<Vec<User>>;
 
     async fn user_set_password(&self, name: &str, password_hash: &str) -> Result<bool>;
@@ -158,9 +169,6 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// A token that exists and has not expired, with its user; marks it used.
     async fn token_use(&self, secret_hash: &str) -> Result<Option<(AccessToken, User)>>;
-
-    /// Whether token `id` still exists and has not expired.
-    async fn token_valid(&self, id: i64) -> Result<bool>;
 
     async fn tokens(&self, user: Option<&str>) -> Result<Vec<AccessToken>>;
 

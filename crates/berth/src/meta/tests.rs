@@ -1097,6 +1097,20 @@ async fn teams_and_members(db: Db) {
             ("web".to_string(), Role::Member)
         ]
     );
+    // The one query behind every bearer-authenticated request: the user by id and
+    // name, with the same teams.
+    let (u, teams) = a
+        .bearer_user(alice.id, "alice", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((u.id, u.name.as_str()), (alice.id, "alice"));
+    assert_eq!(teams, a.user_teams(alice.id).await.unwrap());
+    assert!(a
+        .bearer_user(alice.id, "bob", None)
+        .await
+        .unwrap()
+        .is_none());
 
     assert_eq!(
         a.team_member_remove("web", "alice").await.unwrap(),
@@ -1114,6 +1128,19 @@ async fn teams_and_members(db: Db) {
         a.user_teams(alice.id).await.unwrap(),
         [("ops".to_string(), Role::Member)]
     );
+    let (_, teams) = a
+        .bearer_user(alice.id, "alice", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(teams, [("ops".to_string(), Role::Member)]);
+    a.team_member_remove("ops", "alice").await.unwrap();
+    let (u, teams) = a
+        .bearer_user(alice.id, "alice", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((u.name.as_str(), teams.len()), ("alice", 0));
     // Deleting a user takes their memberships.
     a.account_delete("bob", AccountKind::User).await.unwrap();
     assert!(a.team("web").await.unwrap().unwrap().members.is_empty());
@@ -1175,9 +1202,11 @@ async fn tokens(db: Db) {
         .is_some());
     assert!(a.token_use("secret-old").await.unwrap().is_none());
     assert!(a.token_use("nope").await.unwrap().is_none());
-    assert!(a.token_valid(ci.id).await.unwrap());
-    assert!(!a.token_valid(old.id).await.unwrap());
-    assert!(!a.token_valid(-5).await.unwrap());
+    // A bearer token's user is found only while its access token is valid.
+    let bearer = |token: i64| a.bearer_user(alice.id, "alice", Some(token));
+    assert_eq!(bearer(ci.id).await.unwrap().unwrap().0.name, "alice");
+    assert!(bearer(old.id).await.unwrap().is_none());
+    assert!(bearer(-5).await.unwrap().is_none());
 
     let all: Vec<(String, String)> = a
         .tokens(None)
@@ -1199,7 +1228,7 @@ async fn tokens(db: Db) {
 
     assert!(a.token_revoke("alice", "ci").await.unwrap());
     assert!(!a.token_revoke("alice", "ci").await.unwrap());
-    assert!(!a.token_valid(ci.id).await.unwrap());
+    assert!(bearer(ci.id).await.unwrap().is_none());
     assert!(a.token_use("secret-1").await.unwrap().is_none());
     // Deleting the user takes their tokens.
     a.account_delete("bob", AccountKind::User).await.unwrap();

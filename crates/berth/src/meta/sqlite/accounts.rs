@@ -144,6 +144,45 @@ impl Accounts for SqliteMetadata {
             .collect())
     }
 
+    async fn bearer_user(
+        &self,
+        id: i64,
+        name: &str,
+        token: Option<i64>,
+    ) -> Result<Option<(User, Vec<(String, Role)>)>> {
+        // One row per team (one with no team for a user in none), in team order.
+        let rows = sqlx::query(
+            "SELECT u.id, u.name, u.is_admin, u.created_at, u.last_login_at,
+                    t.name AS team, m.role
+             FROM accounts u
+             LEFT JOIN memberships m ON m.user_id = u.id
+             LEFT JOIN accounts t ON t.id = m.team_id
+             WHERE u.id = ?1 AND u.kind = 'user' AND u.name = ?2
+               AND (?3 IS NULL OR EXISTS (
+                   SELECT 1 FROM access_tokens
+                   WHERE id = ?3 AND (expires_at IS NULL OR expires_at > ?4)))
+             ORDER BY t.name",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(token)
+        .bind(now_ms())
+        .fetch_all(&self.reader)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let teams = rows
+            .iter()
+            .filter_map(|r: &SqliteRow| {
+                let team: Option<String> = r.get("team");
+                let role: Option<String> = r.get("role");
+                Some((team?, Role::parse(&role?)?))
+            })
+            .collect();
+        Ok(Some((user(first), teams)))
+    }
+
     async fn users(&self) -> Result<Vec<User>> {
         let rows = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM accounts WHERE kind = 'user' ORDER BY name"
@@ -367,17 +406,6 @@ impl Accounts for SqliteMetadata {
             .execute(&self.writer)
             .await;
         Ok(Some((t, u)))
-    }
-
-    async fn token_valid(&self, id: i64) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM access_tokens WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(id)
-        .bind(now_ms())
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(found.is_some())
     }
 
     async fn tokens(&self, user: Option<&str>) -> Result<Vec<AccessToken>> {
