@@ -72,20 +72,45 @@ pub async fn sha256_openssl(round: u32, seconds: u32) -> Result<Record> {
     Ok(r)
 }
 
-/// Sequential write of `bytes` in 1 MiB writes then `fsync`, in `dir` (the disk the
-/// registries write to): the ceiling of a durable push.
+/// Sequential write of `bytes` in 1 MiB writes, in `dir` (the disk the registries
+/// write to), written back while it is written (a second thread `fdatasync`s it each
+/// time 8 MiB more were written and its previous sync is done), then `fsync`: what the
+/// disk takes durably, the ceiling of a durable push. Without the writeback on the way
+/// this would time the copy into the page cache plus the flush of the whole file, one
+/// after the other, and a registry that overlaps them would beat the "limit".
 pub async fn disk_write(round: u32, dir: &Path, bytes: u64) -> Result<Record> {
+    const STEP: u64 = 8 << 20;
     let path = dir.join(format!("disk-write-{}.tmp", std::process::id()));
     tokio::task::spawn_blocking(move || {
         let p = Pattern::new(2, bytes);
         let mut f = std::fs::File::create(&path)?;
         let t0 = Instant::now();
         let mut err = None;
-        p.for_each_chunk(|c| {
-            if err.is_none() {
+        std::thread::scope(|scope| -> std::io::Result<()> {
+            let mut unsynced = 0u64;
+            let mut sync: Option<std::thread::ScopedJoinHandle<std::io::Result<()>>> = None;
+            p.for_each_chunk(|c| {
+                if err.is_some() {
+                    return;
+                }
                 err = f.write_all(c).err();
+                unsynced += c.len() as u64;
+                if unsynced >= STEP && sync.as_ref().is_none_or(|s| s.is_finished()) {
+                    if let Some(Err(e)) = sync.take().map(|s| s.join().expect("sync thread")) {
+                        err = Some(e);
+                    }
+                    match f.try_clone() {
+                        Ok(f2) => sync = Some(scope.spawn(move || f2.sync_data())),
+                        Err(e) => err = Some(e),
+                    }
+                    unsynced = 0;
+                }
+            });
+            if let Some(s) = sync {
+                s.join().expect("sync thread")?;
             }
-        });
+            Ok(())
+        })?;
         if let Some(e) = err {
             return Err(e.into());
         }

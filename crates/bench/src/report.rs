@@ -311,7 +311,10 @@ pub fn render(records: &[Record], subject: &str, baseline: &str) -> String {
             "sha256-openssl",
             "SHA-256, one core, `openssl speed -evp sha256`",
         ),
-        ("disk-write", "sequential write + fsync, same disk"),
+        (
+            "disk-write",
+            "sequential write, written back on the way, + fsync, same disk",
+        ),
         ("loopback-get", "HTTP/1.1 GET over loopback, trivial server"),
         ("loopback-put", "HTTP/1.1 PUT over loopback, trivial server"),
     ];
