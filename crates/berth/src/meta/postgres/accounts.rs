@@ -520,6 +520,14 @@ impl Accounts for PostgresMetadata {
     }
 
     async fn signing_key(&self, candidate: &str) -> Result<String> {
+        const STORED: &str = "SELECT value FROM secrets WHERE name = 'token_signing_key'";
+        // Read first: every start after the first finds the key, without a write.
+        if let Some(pem) = sqlx::query_scalar(STORED)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(pem);
+        }
         sqlx::query(
             "INSERT INTO secrets (name, value, created_at) VALUES ('token_signing_key', $1, $2)
              ON CONFLICT (name) DO NOTHING",
@@ -528,10 +536,6 @@ impl Accounts for PostgresMetadata {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM secrets WHERE name = 'token_signing_key'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(STORED).fetch_one(&self.pool).await?)
     }
 }

@@ -533,6 +533,14 @@ impl Accounts for SqliteMetadata {
     }
 
     async fn signing_key(&self, candidate: &str) -> Result<String> {
+        const STORED: &str = "SELECT value FROM secrets WHERE name = 'token_signing_key'";
+        // Read first: every start after the first finds the key, without a write.
+        if let Some(pem) = sqlx::query_scalar(STORED)
+            .fetch_optional(&self.writer)
+            .await?
+        {
+            return Ok(pem);
+        }
         sqlx::query(
             "INSERT INTO secrets (name, value, created_at) VALUES ('token_signing_key', ?, ?)
              ON CONFLICT (name) DO NOTHING",
@@ -542,10 +550,6 @@ impl Accounts for SqliteMetadata {
         .execute(&self.writer)
         .await?;
         self.durable().await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM secrets WHERE name = 'token_signing_key'")
-                .fetch_one(&self.writer)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(STORED).fetch_one(&self.writer).await?)
     }
 }

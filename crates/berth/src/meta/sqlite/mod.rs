@@ -138,12 +138,20 @@ impl SqliteMetadata {
             .await
             .with_context(|| format!("opening SQLite database {}", path.display()))?;
         let wal = WalSync::new(path);
-        migrate(&writer).await?;
-        wal.sync().await?;
+        if migrate(&writer).await? {
+            wal.sync().await?;
+        }
+        // Readers connect on first use; one is opened in the background now, so
+        // starting does not wait for it and the first read usually finds it ready.
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
-            .await?;
+            .connect_lazy_with(opts);
+        let warm = reader.clone();
+        tokio::spawn(async move {
+            if let Err(e) = warm.acquire().await {
+                tracing::warn!(error = %e, "opening a reader connection to SQLite");
+            }
+        });
         Ok(SqliteMetadata {
             writer,
             reader,
@@ -158,11 +166,22 @@ impl SqliteMetadata {
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<()> {
+/// Applies the migrations the database lacks; true if it applied any. An up-to-date
+/// database costs two statements and no write transaction.
+async fn migrate(pool: &SqlitePool) -> Result<bool> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
         .execute(pool)
         .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await?;
+    let mut changed = false;
     for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        // Checked again under the write lock: a process starting at the same moment
+        // may have applied it since.
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let done: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
@@ -179,10 +198,11 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
+            changed = true;
         }
         tx.commit().await?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -191,6 +211,31 @@ mod tests {
 
     use super::*;
     use crate::meta::Metadata;
+
+    /// The first open applies the migrations and makes them durable; opening an
+    /// up-to-date database, and reading the signing key stored by an earlier start,
+    /// write nothing and sync nothing (start-up time).
+    #[tokio::test]
+    async fn reopening_an_up_to_date_database_writes_nothing() {
+        use crate::meta::accounts::Accounts;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let runs = |m: &SqliteMetadata| m.wal.runs.load(Ordering::SeqCst);
+        let first = SqliteMetadata::open(&path).await.unwrap();
+        assert_eq!(runs(&first), 1, "the migrations are synced");
+        let key = first.signing_key("key one").await.unwrap();
+        assert_eq!((key.as_str(), runs(&first)), ("key one", 2));
+        drop(first);
+
+        let again = SqliteMetadata::open(&path).await.unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM schema_migrations")
+            .fetch_one(&again.reader)
+            .await
+            .unwrap();
+        assert_eq!(applied as usize, MIGRATIONS.len());
+        assert_eq!(again.signing_key("key two").await.unwrap(), "key one");
+        assert_eq!(runs(&again), 0, "nothing was written, nothing synced");
+    }
 
     /// Every write waits for a sync of the WAL that started after its commit, and
     /// writes committed while a sync runs share the next one.
