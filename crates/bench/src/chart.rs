@@ -101,6 +101,7 @@ fn bars(lines: &[Line], subject: &str, baseline: &str) -> Vec<Bar> {
             let metric = match l.metric {
                 m if m.starts_with("start to first") => "first answer ms",
                 m if m.starts_with("idle RSS") => "idle RSS MiB",
+                m if m.starts_with("idle private") => "idle RssAnon MiB",
                 m => m,
             };
             let mut label = format!("{} {metric}", l.workload);
@@ -538,9 +539,10 @@ mod tests {
         st("dist", 0.1, 20480);
         let ls = lines(&rs, s, "dist");
         let with_ratio = ls.iter().filter(|l| l.advantage().is_some()).count();
-        // pull 1, catalog-first 3 + 3 (auth), skopeo-push 1, startup 2; ui-search none.
+        // pull 1, catalog-first 3 + 3 (auth), skopeo-push 1, startup 2; ui-search and
+        // the startup line without readings (RssAnon) none.
         assert_eq!(with_ratio, 10);
-        assert_eq!(ls.len(), 13);
+        assert_eq!(ls.len(), 14);
 
         let svg = svg(&ls, s, "dist", Some("quick & dirty <run>"));
         well_formed(&svg).unwrap();

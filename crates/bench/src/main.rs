@@ -300,11 +300,12 @@ fn main() -> Result<()> {
                 a.log.as_deref(),
             )?;
             eprintln!(
-                "  r{} startup {:<13} {:.2} ms to first answer, idle RSS {:.1} MiB",
+                "  r{} startup {:<13} {:.2} ms to first answer, idle RSS {:.1} MiB ({:.1} MiB anonymous)",
                 r.round,
                 r.registry,
                 r.seconds * 1000.0,
-                r.rss_kib.unwrap_or(0) as f64 / 1024.0
+                r.rss_kib.unwrap_or(0) as f64 / 1024.0,
+                r.rss_anon_kib.unwrap_or(0) as f64 / 1024.0
             );
             append(a.out.as_ref(), &r)
         }

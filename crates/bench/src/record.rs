@@ -34,6 +34,11 @@ pub struct Record {
     /// Resident set of the server (idle, for `startup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_kib: Option<u64>,
+    /// Its anonymous part (RssAnon: heap, stacks, written data), for `startup`: the
+    /// memory the process holds privately, without the shared, file-backed pages of its
+    /// executable and libraries that VmRSS also counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_anon_kib: Option<u64>,
     /// CPU time (user + system) the server process spent during the workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_cpu_s: Option<f64>,
@@ -99,6 +104,10 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
 }
 
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
 /// User + system CPU seconds a process has used (all its threads).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -139,6 +148,7 @@ mod tests {
     fn proc_readings_work_on_this_process() {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
+        assert!((1..=rss_kib(me).unwrap()).contains(&rss_anon_kib(me).unwrap()));
         assert!(cpu_seconds(me).is_some());
     }
 }

@@ -27,6 +27,9 @@ fn rss_peak_mib(r: &Record) -> Option<f64> {
 fn rss_mib(r: &Record) -> Option<f64> {
     r.rss_kib.map(|k| k as f64 / 1024.0)
 }
+fn rss_anon_mib(r: &Record) -> Option<f64> {
+    r.rss_anon_kib.map(|k| k as f64 / 1024.0)
+}
 fn startup_ms(r: &Record) -> Option<f64> {
     Some(r.seconds * 1000.0)
 }
@@ -289,6 +292,13 @@ pub fn lines(records: &[Record], subject: &str, baseline: &str) -> Vec<Line> {
             false,
         ));
         out.push(line("startup", "idle RSS, MiB", subject, rss_mib, false));
+        out.push(line(
+            "startup",
+            "idle private memory (RssAnon), MiB",
+            subject,
+            rss_anon_mib,
+            false,
+        ));
     }
     out
 }

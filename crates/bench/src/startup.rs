@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::record::{rss_kib, Record};
+use crate::record::{rss_anon_kib, rss_kib, Record};
 
 /// One `GET /v2/` on a fresh connection; true when any HTTP status line came back.
 fn answers(addr: SocketAddr, host: &str) -> bool {
@@ -96,10 +96,12 @@ pub fn measure(
     };
     std::thread::sleep(settle);
     let rss = rss_kib(child.id());
+    let anon = rss_anon_kib(child.id());
     stop(&mut child);
     let us = first.as_micros() as u32;
     let mut r = Record::new("startup", registry, round, 1).finish(0, 1, first, &mut [us]);
     r.rss_kib = rss;
+    r.rss_anon_kib = anon;
     r.note = Some(format!(
         "spawn to first GET /v2/ answer; RSS after {:.1} s idle",
         settle.as_secs_f64()
