@@ -138,7 +138,9 @@ impl Metadata for SqliteMetadata {
             .bind(owner)
             .execute(&self.writer)
             .await?;
-        self.durable().await?;
+        // Not waited to be synced (see the module doc of `sqlite`): the next write's
+        // sync covers it, and a session lost with the machine's power is reported
+        // unknown to its client, which starts a new one.
         Ok(())
     }
 
