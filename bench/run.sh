@@ -288,6 +288,12 @@ if [ $publish = 1 ]; then
     echo "docs/benchmarks.json\` renders the tables again). Chart: [benchmarks.svg](benchmarks.svg)."
     echo
     page benchmarks.svg
+    # The hand-written reading of the figures (why a target is missed), kept with the
+    # harness: update it with every published run.
+    if [ $quick = 0 ] && [ -f "$repo/bench/analysis.md" ]; then
+      echo
+      cat "$repo/bench/analysis.md"
+    fi
   } >"$docs/benchmarks.md"
   cp "$chart" "$docs/benchmarks.svg"
   cp "$work/results.json" "$docs/benchmarks.json"
