@@ -32,6 +32,15 @@ impl Role {
     }
 }
 
+/// The teams of [`Accounts::bearer_user`]'s rows, given each row's `team` and `role`
+/// columns (a user in no team has one row with neither).
+pub(crate) fn joined_teams(
+    rows: impl Iterator<Item = (Option<String>, Option<String>)>,
+) -> Vec<(String, Role)> {
+    rows.filter_map(|(team, role)| Some((team?, Role::parse(&role?)?)))
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,

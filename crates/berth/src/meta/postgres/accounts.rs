@@ -7,7 +7,8 @@ use sqlx::Row;
 
 use super::{text, PostgresMetadata};
 use crate::meta::accounts::{
-    AccessToken, AccountKind, Accounts, AuditEntry, Created, Member, MemberChange, Role, Team, User,
+    joined_teams, AccessToken, AccountKind, Accounts, AuditEntry, Created, Member, MemberChange,
+    Role, Team, User,
 };
 use crate::meta::{now_ms, Result};
 
@@ -172,14 +173,7 @@ impl Accounts for PostgresMetadata {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let teams = rows
-            .iter()
-            .filter_map(|r: &PgRow| {
-                let team: Option<String> = r.get("team");
-                let role: Option<String> = r.get("role");
-                Some((team?, Role::parse(&role?)?))
-            })
-            .collect();
+        let teams = joined_teams(rows.iter().map(|r: &PgRow| (r.get("team"), r.get("role"))));
         Ok(Some((user(first), teams)))
     }
 

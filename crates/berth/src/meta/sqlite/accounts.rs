@@ -6,7 +6,8 @@ use sqlx::Row;
 
 use super::SqliteMetadata;
 use crate::meta::accounts::{
-    AccessToken, AccountKind, Accounts, AuditEntry, Created, Member, MemberChange, Role, Team, User,
+    joined_teams, AccessToken, AccountKind, Accounts, AuditEntry, Created, Member, MemberChange,
+    Role, Team, User,
 };
 use crate::meta::{now_ms, Result};
 
@@ -172,14 +173,10 @@ impl Accounts for SqliteMetadata {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let teams = rows
-            .iter()
-            .filter_map(|r: &SqliteRow| {
-                let team: Option<String> = r.get("team");
-                let role: Option<String> = r.get("role");
-                Some((team?, Role::parse(&role?)?))
-            })
-            .collect();
+        let teams = joined_teams(
+            rows.iter()
+                .map(|r: &SqliteRow| (r.get("team"), r.get("role"))),
+        );
         Ok(Some((user(first), teams)))
     }
 
