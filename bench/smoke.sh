@@ -77,7 +77,7 @@ for key, rs in sorted(seen.items()):
 def throughput(w):
     return w.startswith(("push-", "pull", "skopeo-"))
 compared = sorted({w for (w, r) in expected if r == "distribution"} - {"startup", "seed-mounts", "seed-tags", "seed-gc"})
-bars = 2  # start-up: time to first answer, idle RSS
+bars = 3  # start-up: time to first answer, idle RSS, idle private memory (RssAnon)
 for w in compared:
     per = 1 if throughput(w) else 3
     bars += per * sum(1 for (x, r) in expected if x == w and r != "distribution")
