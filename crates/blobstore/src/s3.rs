@@ -3,8 +3,9 @@
 //! Layout under the bucket's key prefix:
 //! - `blobs/<alg>/<first two hex>/<hex>`: committed blobs, immutable;
 //! - `_uploads/<uuid>/state.json`: an upload session (its multipart upload id, the ETags
-//!   of its full parts, its size), `_uploads/<uuid>/tail.<n>`: the bytes after the last
-//!   full part, `_uploads/<uuid>/data`: what the multipart upload completes into;
+//!   of its full parts, its size, a random version), `_uploads/<uuid>/tail.<n>.<version>`:
+//!   the bytes after the last full part, `_uploads/<uuid>/data.<tag>`: what the multipart
+//!   upload completes into (one tag per multipart upload);
 //! - `_tmp/<uuid>.json`: the multipart upload of a monolithic put in flight (refreshed as
 //!   it progresses, so a stale one is a crashed put's);
 //! - `_quarantine/<alg>-<hex>.<unix time>`: blobs fsck took out of service.
@@ -17,6 +18,15 @@
 //! was (parts it uploaded are overwritten by the next attempt, or left out when the
 //! multipart upload completes). At most one part is buffered per request.
 //!
+//! Two requests appending to one session at once on different replicas are not
+//! serialised (S3 has no compare-and-swap that every S3-compatible server offers): the
+//! last to rewrite `state.json` wins and the other's bytes are lost, which the client's
+//! final digest then reports. What they can never do is commit a blob whose bytes differ
+//! from its digest: each state names objects only its own writer made (the tail and the
+//! data key carry the version or multipart tag), S3 refuses to complete a multipart upload
+//! whose parts' ETags are not the ones the state lists, and a running hash is trusted only
+//! for the version it was computed for, and only when this replica completed the upload
+//! itself.//!
 //! A blob's key is written only after its digest was checked: a monolithic put streams
 //! into a multipart upload of the blob's own key and completes it once the hash matched
 //! (S3 shows nothing until completion); a session completes into its `data` key, is
@@ -48,6 +58,8 @@ use crate::{BlobError, BlobInfo, BlobStore, ByteStream, Result, UploadInfo};
 /// S3 refuses parts smaller than this (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// AWS S3's limit on one CopyObject.
+pub const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
 /// A download that delivers nothing for this long is abandoned (the request as a whole
 /// has no deadline: a multi-GiB layer to a slow client takes what it takes).
@@ -81,6 +93,9 @@ pub struct S3Config {
     /// How often a failed request is retried (with exponential backoff) before the
     /// storage counts as unavailable.
     pub max_retries: usize,
+    /// The largest upload committed with one server-side CopyObject (AWS allows 5 GiB);
+    /// a larger one is streamed from the session's object into the blob's key.
+    pub copy_limit: u64,
 }
 
 impl Default for S3Config {
@@ -97,6 +112,7 @@ impl Default for S3Config {
             allow_http: false,
             part_size: DEFAULT_PART_SIZE,
             max_retries: 3,
+            copy_limit: MAX_COPY_SIZE,
         }
     }
 }
@@ -116,6 +132,13 @@ struct SessionState {
     tail: Option<u64>,
     /// The multipart upload was completed into `data` (a digest did not match after it).
     assembled: bool,
+    /// Random, new with every write that changes what the session holds: names the tail,
+    /// and is what a running hash is valid for. Nil in states of older Berths.
+    #[serde(default)]
+    version: Uuid,
+    /// Names the multipart upload's target, `data.<tag>`; `None` (older Berths): `data`.
+    #[serde(default)]
+    data: Option<Uuid>,
 }
 
 /// The marker of a monolithic put's multipart upload.
@@ -125,10 +148,10 @@ struct PutMarker {
     multipart: String,
 }
 
-/// The running hash of a session, valid for its first `offset` bytes.
+/// The running hash of a session, valid for the state of that version.
 #[derive(Default)]
 struct Local {
-    hashed: Option<(u64, DigestHasher)>,
+    hashed: Option<(Uuid, DigestHasher)>,
 }
 
 pub struct S3BlobStore {
@@ -138,6 +161,7 @@ pub struct S3BlobStore {
     data: Arc<AmazonS3>,
     pub(crate) prefix: String,
     part_size: usize,
+    copy_limit: u64,
     describe: String,
     sessions: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Local>>>>,
 }
@@ -245,6 +269,7 @@ impl S3BlobStore {
             data: Arc::new(data),
             prefix,
             part_size: config.part_size,
+            copy_limit: config.copy_limit,
             describe,
             sessions: Mutex::new(HashMap::new()),
         })
@@ -286,12 +311,21 @@ impl S3BlobStore {
         self.session_key(id, "state.json")
     }
 
-    fn tail_key(&self, id: Uuid, generation: u64) -> Path {
-        self.session_key(id, &format!("tail.{generation}"))
+    /// The tail object of a state, if it has one.
+    fn tail_key(&self, id: Uuid, st: &SessionState) -> Option<Path> {
+        let g = st.tail?;
+        Some(if st.version.is_nil() {
+            self.session_key(id, &format!("tail.{g}"))
+        } else {
+            self.session_key(id, &format!("tail.{g}.{}", st.version))
+        })
     }
 
-    fn data_key(&self, id: Uuid) -> Path {
-        self.session_key(id, "data")
+    fn data_key(&self, id: Uuid, st: &SessionState) -> Path {
+        match st.data {
+            Some(tag) => self.session_key(id, &format!("data.{tag}")),
+            None => self.session_key(id, "data"),
+        }
     }
 
     /// The key relative to the prefix.
@@ -394,13 +428,16 @@ impl S3BlobStore {
 
     /// The session's bytes as one object: completes its multipart upload (with the tail
     /// as the last part), or names the tail when there is no full part. `None`: empty.
-    async fn assemble(&self, id: Uuid, st: &mut SessionState) -> Result<Option<Path>> {
-        let data = self.data_key(id);
+    /// The flag says whether the object is exactly what `st` named (this call completed
+    /// the upload, or there was none to complete); when not, a running hash of `st`'s
+    /// bytes says nothing about it.
+    async fn assemble(&self, id: Uuid, st: &mut SessionState) -> Result<(Option<Path>, bool)> {
+        let data = self.data_key(id, st);
         if st.assembled {
-            return Ok(Some(data));
+            return Ok((Some(data), false));
         }
         let Some(mp) = st.multipart.clone() else {
-            return Ok(st.tail.map(|g| self.tail_key(id, g)));
+            return Ok((self.tail_key(id, st), true));
         };
         let mut parts: Vec<object_store::multipart::PartId> = st
             .parts
@@ -409,9 +446,10 @@ impl S3BlobStore {
                 content_id: e.clone(),
             })
             .collect();
+        let tail_key = self.tail_key(id, st);
         let completed = async {
-            if let Some(g) = st.tail {
-                let tail = self.get_all(&self.tail_key(id, g)).await?;
+            if let Some(key) = &tail_key {
+                let tail = self.get_all(key).await?;
                 let part = self
                     .ctl
                     .put_part(&data, &mp, parts.len(), PutPayload::from(tail))
@@ -425,21 +463,26 @@ impl S3BlobStore {
                 .map_err(s3_error)
         }
         .await;
-        if let Err(e) = completed {
-            // A previous attempt may have completed it and died before saying so.
-            match self.ctl.head(&data).await {
-                Ok(m) if m.size == st.size => {}
-                _ => return Err(e),
+        let exact = match completed {
+            Ok(_) => true,
+            Err(e) => {
+                // A previous attempt may have completed it and died before saying so (or
+                // another replica finished it meanwhile): its bytes are re-hashed.
+                match self.ctl.head(&data).await {
+                    Ok(m) if m.size == st.size => false,
+                    _ => return Err(e),
+                }
             }
-        }
+        };
         st.assembled = true;
         st.multipart = None;
-        let tail = st.tail.take();
+        st.tail = None;
+        st.version = Uuid::new_v4();
         self.save_state(id, st).await?;
-        if let Some(g) = tail {
-            self.delete_quietly(&self.tail_key(id, g)).await;
+        if let Some(key) = tail_key {
+            self.delete_quietly(&key).await;
         }
-        Ok(Some(data))
+        Ok((Some(data), exact))
     }
 
     async fn put_marker(&self, marker: &Path, m: &PutMarker) -> Result<()> {
@@ -769,6 +812,7 @@ impl BlobStore for S3BlobStore {
     async fn upload_start(&self, id: Uuid) -> Result<()> {
         let state = SessionState {
             part_size: self.part_size as u64,
+            version: Uuid::new_v4(),
             ..SessionState::default()
         };
         self.save_state(id, &state).await
@@ -800,33 +844,33 @@ impl BlobStore for S3BlobStore {
         let cached = local
             .hashed
             .take()
-            .filter(|(offset, _)| *offset == st.size)
+            .filter(|(version, _)| *version == st.version && !version.is_nil())
             .map(|(_, h)| h)
             // Nothing received yet: the running hash starts here, on whichever replica.
             .or_else(|| (st.size == 0).then(|| DigestHasher::new(Algorithm::Sha256)));
         let mut hasher = cached.clone();
         if st.assembled {
-            local.hashed = cached.map(|h| (st.size, h));
+            local.hashed = cached.map(|h| (st.version, h));
             return Err(BlobError::Io(io::Error::other(
                 "this upload session was already completed once (its digest did not match); \
                  start a new one",
             )));
         }
-        let data = self.data_key(id);
         let ps = st.part_size as usize;
         let mut new = st.clone();
+        new.version = Uuid::new_v4();
         let mut new_tail = None;
+        let mut changed = false;
         let result: Result<()> = async {
             let mut buf = BytesMut::new();
-            let mut first = true;
             while let Some(chunk) = body.next().await {
                 let mut chunk = chunk.map_err(BlobError::Body)?;
-                if first && !chunk.is_empty() {
+                if !changed && !chunk.is_empty() {
                     // The tail so far continues with this chunk.
-                    if let Some(g) = st.tail {
-                        buf.extend_from_slice(&self.get_all(&self.tail_key(id, g)).await?);
+                    if let Some(key) = self.tail_key(id, &st) {
+                        buf.extend_from_slice(&self.get_all(&key).await?);
                     }
-                    first = false;
+                    changed = true;
                 }
                 if let Some(h) = &mut hasher {
                     h.update(&chunk);
@@ -839,21 +883,25 @@ impl BlobStore for S3BlobStore {
                         continue;
                     }
                     if new.multipart.is_none() {
+                        let tag = Uuid::new_v4();
+                        let data = self.session_key(id, &format!("data.{tag}"));
                         let mp = self.ctl.create_multipart(&data).await.map_err(s3_error)?;
                         // Recorded at once, so that it can be aborted whatever happens
-                        // next; the session's content is unchanged by it.
+                        // next; the session's content (and so its version) is unchanged.
                         let with_mp = SessionState {
                             multipart: Some(mp.clone()),
+                            data: Some(tag),
                             ..st.clone()
                         };
                         self.save_state(id, &with_mp).await?;
                         new.multipart = Some(mp);
+                        new.data = Some(tag);
                     }
                     let mp = new.multipart.as_ref().expect("created above");
                     let part = self
                         .ctl
                         .put_part(
-                            &data,
+                            &self.data_key(id, &new),
                             mp,
                             new.parts.len(),
                             PutPayload::from(buf.split().freeze()),
@@ -863,36 +911,41 @@ impl BlobStore for S3BlobStore {
                     new.parts.push(part.content_id);
                 }
             }
-            if first {
+            if !changed {
                 return Ok(()); // nothing received: nothing changes
             }
             new.tail = if buf.is_empty() {
                 None
             } else {
-                let g = st.tail.map_or(1, |g| g + 1);
+                new.tail = Some(st.tail.map_or(1, |g| g + 1));
+                let key = self.tail_key(id, &new).expect("a tail was just named");
                 self.ctl
-                    .put(&self.tail_key(id, g), PutPayload::from(buf.freeze()))
+                    .put(&key, PutPayload::from(buf.freeze()))
                     .await
                     .map_err(s3_error)?;
-                new_tail = Some(g);
-                Some(g)
+                new_tail = Some(key);
+                new.tail
             };
             self.save_state(id, &new).await
         }
         .await;
         match result {
-            Ok(()) => {
-                if let Some(g) = st.tail.filter(|g| new.tail != Some(*g)) {
-                    self.delete_quietly(&self.tail_key(id, g)).await;
+            Ok(()) if changed => {
+                if let Some(old) = self.tail_key(id, &st) {
+                    self.delete_quietly(&old).await;
                 }
-                local.hashed = hasher.map(|h| (new.size, h));
+                local.hashed = hasher.map(|h| (new.version, h));
                 Ok(new.size)
             }
+            Ok(()) => {
+                local.hashed = cached.map(|h| (st.version, h));
+                Ok(st.size)
+            }
             Err(e) => {
-                if let Some(g) = new_tail {
-                    self.delete_quietly(&self.tail_key(id, g)).await;
+                if let Some(key) = new_tail {
+                    self.delete_quietly(&key).await;
                 }
-                local.hashed = cached.map(|h| (st.size, h));
+                local.hashed = cached.map(|h| (st.version, h));
                 Err(e)
             }
         }
@@ -902,7 +955,10 @@ impl BlobStore for S3BlobStore {
         let session = self.session(id);
         let mut local = session.lock().await;
         let (mut st, _) = self.load_state(id).await?;
-        let cached = local.hashed.take().filter(|(offset, _)| *offset == st.size);
+        let cached = local
+            .hashed
+            .take()
+            .filter(|(version, _)| *version == st.version && !version.is_nil());
         let known = cached
             .as_ref()
             .filter(|(_, h)| h.algorithm() == digest.algorithm())
@@ -911,27 +967,49 @@ impl BlobStore for S3BlobStore {
             local.hashed = cached;
             return Err(mismatch(digest, actual));
         }
-        let source = match self.assemble(id, &mut st).await {
+        let (source, exact) = match self.assemble(id, &mut st).await {
             Ok(s) => s,
             Err(e) => {
                 local.hashed = cached;
                 return Err(e);
             }
         };
-        if known.is_none() {
-            let actual = match &source {
-                Some(key) => self.hash_object(key, digest.algorithm()).await?,
-                None => Digest::of(digest.algorithm(), b""),
-            };
-            if &actual != digest {
-                local.hashed = cached;
-                return Err(mismatch(digest, actual));
-            }
-        }
+        // What assemble did not make itself is re-hashed, whatever the running hash says.
+        let known = known.filter(|_| exact);
         let blob = self.blob_key(digest);
         match &source {
-            Some(key) => self.ctl.copy(key, &blob).await.map_err(s3_error)?,
+            Some(key) if st.size > self.copy_limit => {
+                // Too large for one CopyObject: streamed through the verifying put (which
+                // hashes it on the way, and commits nothing if it does not match).
+                let r = self.data.get(key).await.map_err(s3_error)?;
+                let body = idle_timeout(r.into_stream())
+                    .map(|c| c.map_err(io::Error::from))
+                    .boxed();
+                match self.put(digest, body).await {
+                    Ok(_) => {}
+                    Err(BlobError::Body(e)) => return Err(BlobError::Unavailable(e.to_string())),
+                    Err(e) => {
+                        local.hashed = cached;
+                        return Err(e);
+                    }
+                }
+            }
+            Some(key) => {
+                if known.is_none() {
+                    let actual = self.hash_object(key, digest.algorithm()).await?;
+                    if &actual != digest {
+                        local.hashed = cached;
+                        return Err(mismatch(digest, actual));
+                    }
+                }
+                self.ctl.copy(key, &blob).await.map_err(s3_error)?;
+            }
             None => {
+                let actual = Digest::of(digest.algorithm(), b"");
+                if &actual != digest {
+                    local.hashed = cached;
+                    return Err(mismatch(digest, actual));
+                }
                 self.ctl
                     .put(&blob, PutPayload::default())
                     .await
@@ -958,7 +1036,7 @@ impl BlobStore for S3BlobStore {
             Err(e) => return Err(e),
         };
         if let Some(mp) = &st.multipart {
-            match self.ctl.abort_multipart(&self.data_key(id), mp).await {
+            match self.ctl.abort_multipart(&self.data_key(id, &st), mp).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(s3_error(e)),
             }

@@ -200,6 +200,9 @@ mod s3 {
         s3_redirect_urls_serve_the_blob_and_its_ranges,
         s3_credentials_come_from_a_file,
         s3_storage_failing_mid_chunk_leaves_the_upload_as_it_was,
+        s3_racing_appends_in_one_part_never_commit_a_wrong_blob,
+        s3_racing_appends_across_parts_never_commit_a_wrong_blob,
+        s3_a_session_larger_than_one_copy_is_streamed_into_place,
     );
 
     #[tokio::test]
@@ -531,6 +534,135 @@ async fn an_empty_upload_commits_the_empty_blob(b: &impl Backend) {
 
 // --- S3 only ---
 
+/// A body that sends `head`, waits until `go` fires (or is dropped), then sends `rest`.
+fn held_body(head: Bytes, rest: Bytes, go: tokio::sync::oneshot::Receiver<()>) -> ByteStream {
+    stream::once(async move { Ok(head) })
+        .chain(stream::once(async move {
+            let _ = go.await;
+            Ok(rest)
+        }))
+        .boxed()
+}
+
+/// Two replicas append to one session at the same offset at once (a client that did not
+/// wait for its previous chunk): `slow` reads the state, `fast` appends and saves, then
+/// `slow` saves over it. Both start at offset 0, so both keep a running hash. Whichever
+/// digest is then presented, on whichever replica, a blob is committed only if its bytes
+/// are what its digest says.
+async fn racing_appends(b: &S3Backend, len: usize) {
+    let id = Uuid::new_v4();
+    let (slow, fast) = (b.instance(), b.instance());
+    slow.upload_start(id).await.unwrap();
+    let (mine, theirs) = (pattern(len, 21), pattern(len, 22));
+    let (go, wait) = tokio::sync::oneshot::channel();
+    let held = {
+        let slow = slow.clone();
+        let mine = mine.clone();
+        tokio::spawn(async move {
+            slow.upload_append(
+                id,
+                Some(0),
+                held_body(mine.slice(..1), mine.slice(1..), wait),
+            )
+            .await
+        })
+    };
+    // `slow` has read the state once its first byte is through.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fast_size = fast
+        .upload_append(id, Some(0), pieces(theirs.clone(), 65_536))
+        .await
+        .unwrap();
+    go.send(()).unwrap();
+    let slow_size = held.await.unwrap().unwrap();
+    assert_eq!(
+        fast_size, slow_size,
+        "both were acknowledged at the same size"
+    );
+    let (slow_bytes, fast_bytes) = (mine, theirs);
+    // `fast`'s running hash is for a state that is no longer the session's: its digest
+    // must be refused (the bytes are `slow`'s), however cheap trusting the hash would be.
+    let r = fast
+        .upload_finish(id, &Digest::sha256_of(&fast_bytes))
+        .await;
+    assert!(
+        r.is_err(),
+        "a blob was committed from another append's bytes: {r:?}"
+    );
+    assert_eq!(
+        fast.stat(&Digest::sha256_of(&fast_bytes)).await.unwrap(),
+        None
+    );
+    // The state that won is consistent: its own digest commits exactly its bytes, or (if
+    // the storage saw its parts overwritten) nothing at all.
+    let digest = Digest::sha256_of(&slow_bytes);
+    match slow.upload_finish(id, &digest).await {
+        Ok(size) => {
+            assert_eq!(size, slow_bytes.len() as u64);
+            assert_eq!(
+                read_all(fast.read(&digest, None).await.unwrap()).await,
+                slow_bytes
+            );
+        }
+        Err(e) => assert_eq!(fast.stat(&digest).await.unwrap(), None, "{e}"),
+    }
+    for blob in slow.list().await.unwrap() {
+        let bytes = read_all(slow.read(&blob.digest, None).await.unwrap()).await;
+        assert_eq!(
+            Digest::sha256_of(&bytes),
+            blob.digest,
+            "a blob's bytes are not its digest's"
+        );
+    }
+}
+
+async fn s3_racing_appends_in_one_part_never_commit_a_wrong_blob(b: &S3Backend) {
+    racing_appends(b, 1000).await;
+}
+
+async fn s3_racing_appends_across_parts_never_commit_a_wrong_blob(b: &S3Backend) {
+    racing_appends(b, PART + PART / 2).await;
+}
+
+/// A session above the store's CopyObject limit is committed by streaming it into the
+/// blob's key (AWS refuses to copy more than 5 GiB at once; the limit is lowered here).
+async fn s3_a_session_larger_than_one_copy_is_streamed_into_place(b: &S3Backend) {
+    let s = S3BlobStore::new(S3Config {
+        copy_limit: PART as u64,
+        ..b.config.clone()
+    })
+    .unwrap();
+    let data = pattern(2 * PART + 17, 23);
+    let id = Uuid::new_v4();
+    s.upload_start(id).await.unwrap();
+    s.upload_append(id, None, pieces(data.clone(), 65_536))
+        .await
+        .unwrap();
+    // Without the running hash (another replica), a wrong digest: nothing committed.
+    let other = S3BlobStore::new(S3Config {
+        copy_limit: PART as u64,
+        ..b.config.clone()
+    })
+    .unwrap();
+    let wrong = Digest::sha256_of(b"something else");
+    assert!(matches!(
+        other.upload_finish(id, &wrong).await,
+        Err(BlobError::DigestMismatch { .. })
+    ));
+    assert!(s.list().await.unwrap().is_empty());
+    let digest = Digest::sha256_of(&data);
+    assert_eq!(
+        s.upload_finish(id, &digest).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(read_all(s.read(&digest, None).await.unwrap()).await, data);
+    assert!(
+        b.keys("_uploads").await.is_empty(),
+        "session objects remain"
+    );
+    assert_eq!(b.temporaries().await, 0, "the streamed copy left a marker");
+}
+
 async fn s3_session_state_names_its_parts_and_tail(b: &S3Backend) {
     let s = b.instance();
     let id = Uuid::new_v4();
@@ -543,7 +675,12 @@ async fn s3_session_state_names_its_parts_and_tail(b: &S3Backend) {
     assert_eq!(st["size"], data.len() as u64);
     assert_eq!(st["parts"].as_array().unwrap().len(), 3);
     assert!(st["multipart"].is_string());
-    let tail = format!("{}/_uploads/{id}/tail.{}", b.raw.prefix, st["tail"]);
+    let tail = format!(
+        "{}/_uploads/{id}/tail.{}.{}",
+        b.raw.prefix,
+        st["tail"],
+        st["version"].as_str().unwrap()
+    );
     assert_eq!(b.object(&tail).await, data.slice(3 * PART..));
     s.upload_finish(id, &Digest::sha256_of(&data))
         .await
