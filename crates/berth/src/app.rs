@@ -7,7 +7,6 @@ use anyhow::{bail, Context};
 use blobstore::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 
 use crate::auth::jwt::Signer;
-use crate::auth::throttle::Throttle;
 use crate::auth::VerifiedCache;
 use crate::config::Config;
 use crate::meta::accounts::{Accounts, AuditEntry, Created};
@@ -24,7 +23,6 @@ pub struct App {
     pub accounts: Arc<dyn Accounts>,
     pub gc: Arc<dyn GcStore>,
     pub signer: Signer,
-    pub throttle: Throttle,
     pub verified: VerifiedCache,
     /// Namespace quotas, read on every push (see [`crate::cache`]).
     pub quotas: crate::cache::TtlCache<String, Option<u64>>,
@@ -165,7 +163,6 @@ impl App {
             accounts,
             gc,
             signer,
-            throttle: Throttle::default(),
             verified: VerifiedCache::default(),
             quotas: Default::default(),
             bearers: crate::cache::TtlCache::new(std::time::Duration::from_secs(60)),

@@ -209,10 +209,10 @@ pub async fn login(
     secret: &str,
     client: Option<IpAddr>,
 ) -> Result<Login, AuthError> {
-    let user_key = format!("user:{name}");
-    let ip_key = client.map(|ip| format!("ip:{ip}")).unwrap_or_default();
-    let keys = [user_key.as_str(), ip_key.as_str()];
-    app.throttle.check(&keys).map_err(AuthError::Throttled)?;
+    let keys = throttle::Keys::new(name, client);
+    let checked = throttle::check(app.accounts.as_ref(), &keys)
+        .await?
+        .map_err(AuthError::Throttled)?;
 
     let verified = if let Some(_rest) = secret.strip_prefix(TOKEN_PREFIX) {
         match app
@@ -248,14 +248,14 @@ pub async fn login(
     };
     match verified {
         Some((user, token_id)) => {
-            app.throttle.succeeded(&user_key);
+            throttle::succeeded(app.accounts.as_ref(), &keys, &checked).await?;
             Ok(Login {
                 principal: principal(app, &user).await?,
                 token_id,
             })
         }
         None => {
-            app.throttle.failed(&keys);
+            throttle::failed(app.accounts.as_ref(), &keys).await?;
             let _ = app
                 .accounts
                 .audit(AuditEntry {

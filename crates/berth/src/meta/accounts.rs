@@ -206,6 +206,19 @@ pub trait Accounts: Send + Sync + 'static {
     /// Newest first, entries before `before` (ms), at most `limit`.
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>>;
 
+    /// Failed sign-ins recorded under any of `keys` (`user:<name>`, `ip:<address>`):
+    /// `(key, failures, last failure in ms)` for each key that has a record.
+    async fn login_failures(&self, keys: &[&str]) -> Result<Vec<(String, u32, i64)>>;
+
+    /// Counts one more failed sign-in under each of `keys` at `now` (ms). A count whose
+    /// last failure is older than `forget_before` starts again at 1, and records that old
+    /// are dropped. Not synced to disk on its own: a throttle count may be lost with the
+    /// machine's power, nothing else.
+    async fn login_failed(&self, keys: &[&str], now: i64, forget_before: i64) -> Result<()>;
+
+    /// Forgets the failures recorded under `key` (after a successful sign-in).
+    async fn login_forget(&self, key: &str) -> Result<()>;
+
     /// The bearer tokens' signing key (PKCS#8 PEM), which every process using this
     /// database shares: `candidate` is stored if there is none yet, and whatever is
     /// stored is returned, so of processes starting together all get the first's key.

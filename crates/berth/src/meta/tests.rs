@@ -201,6 +201,8 @@ engines!(
     tokens,
     sessions,
     audit_log,
+    login_failures_are_shared_by_replicas,
+    login_failures_racing_on_replicas_are_all_counted,
     account_delete_deletes_the_namespace,
     gc_lease_is_exclusive_and_expires,
     gc_lease_race_between_replicas,
@@ -1269,6 +1271,88 @@ async fn sessions(db: Db) {
     assert!(a.session_get("s4").await.unwrap().is_none());
 }
 
+/// Failed sign-ins recorded by one process are what every other process on the database
+/// sees: a throttle that replicas share.
+async fn login_failures_are_shared_by_replicas(db: Db) {
+    let other = db.replica().await;
+    let (a, b) = (&db.accounts, &other.accounts);
+    let keys = ["user:alice", "ip:192.0.2.7"];
+    assert!(a.login_failures(&keys).await.unwrap().is_empty());
+    a.login_failed(&keys, 1_000, 0).await.unwrap();
+    b.login_failed(&keys, 2_000, 0).await.unwrap();
+    b.login_failed(&["user:alice"], 3_000, 0).await.unwrap();
+    let mut seen = a.login_failures(&keys).await.unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("ip:192.0.2.7".to_string(), 2, 2_000),
+            ("user:alice".to_string(), 3, 3_000)
+        ]
+    );
+    assert!(b.login_failures(&["user:bob"]).await.unwrap().is_empty());
+    assert!(b.login_failures(&[]).await.unwrap().is_empty());
+    // A success on one replica clears the user's count on all; the address keeps its own.
+    b.login_forget("user:alice").await.unwrap();
+    assert_eq!(
+        a.login_failures(&keys).await.unwrap(),
+        [("ip:192.0.2.7".to_string(), 2, 2_000)]
+    );
+    // Records older than the horizon are dropped by the next failure, and a count that
+    // old starts again at one.
+    a.login_failed(&["user:carol"], 10_000, 0).await.unwrap();
+    b.login_failed(&["ip:192.0.2.7"], 20_000, 15_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.login_failures(&["user:carol", "ip:192.0.2.7"])
+            .await
+            .unwrap(),
+        [("ip:192.0.2.7".to_string(), 1, 20_000)]
+    );
+}
+
+/// Failures arriving at once on several replicas, for overlapping keys in either order,
+/// are each counted once and never deadlock.
+async fn login_failures_racing_on_replicas_are_all_counted(db: Db) {
+    let replicas = [db.replica().await, db.replica().await, db.replica().await];
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let r = replicas[i % 3].accounts.clone();
+            tokio::spawn(async move {
+                let user = format!("user:u{}", i % 2);
+                let keys = if i % 2 == 0 {
+                    vec![user, "ip:192.0.2.1".to_string()]
+                } else {
+                    vec!["ip:192.0.2.1".to_string(), user]
+                };
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                r.login_failed(&keys, 5_000 + i as i64, 0).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut seen: Vec<(String, u32)> = db
+        .accounts
+        .login_failures(&["user:u0", "user:u1", "ip:192.0.2.1"])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, n, _)| (k, n))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("ip:192.0.2.1".to_string(), 60),
+            ("user:u0".to_string(), 30),
+            ("user:u1".to_string(), 30)
+        ]
+    );
+}
+
 async fn audit_log(db: Db) {
     let a = &db.accounts;
     for (at, action) in [
@@ -2022,7 +2106,12 @@ async fn migrations_are_idempotent_and_concurrent(db: Db) {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(versions, (1..=8).collect::<Vec<i64>>());
+        let all: Vec<i64> = super::postgres::MIGRATIONS
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(versions, all);
+        assert_eq!(all, (1..=all.len() as i64).collect::<Vec<i64>>());
     }
 }
 

@@ -1,7 +1,7 @@
 //! Two replicas on one PostgreSQL database and one S3 bucket, as behind a load
 //! balancer: an upload continues on whichever replica its next request reaches, even
 //! after the replica that began it was killed. Skipped (loudly) without the test
-//! services.
+//! services. Failed sign-ins are throttled across replicas.
 
 use crate::common::{postgres_url, TestApp};
 use crate::helpers::*;
@@ -82,4 +82,35 @@ fn app_url(app: &TestApp, at: &reqwest::Url) -> reqwest::Url {
     let mut url = reqwest::Url::parse(&app.url(at.path())).unwrap();
     url.set_query(at.query());
     url
+}
+
+/// Failed sign-ins are counted in the shared database: five wrong passwords spread over
+/// two replicas use up the free failures on both, so a load balancer handing each guess
+/// to the next replica gives an attacker no more than one registry would.
+#[tokio::test]
+async fn failed_sign_ins_on_two_replicas_throttle_together() {
+    let test = "failed_sign_ins_on_two_replicas_throttle_together";
+    let Some(a) = TestApp::builder().auth().start_postgres(test).await else {
+        return;
+    };
+    let b = a.start_replica().await;
+    let wrong = a.basic_client("admin", "not-the-password");
+    for i in 0..5 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let r = wrong.get(app.url("/v2/")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "failure {} on replica {}", i + 1, i % 2);
+    }
+    // The sixth attempt waits on either replica, even with the right password.
+    let right = a.basic_client("admin", crate::common::ADMIN_PASSWORD);
+    for app in [&a, &b] {
+        let r = right.get(app.url("/v2/")).send().await.unwrap();
+        assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    }
+    // Once the back-off (1 s after the fifth failure) has passed, either lets it in.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for app in [&b, &a] {
+        let r = right.get(app.url("/v2/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    drop(b);
 }

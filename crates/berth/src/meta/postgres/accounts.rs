@@ -513,6 +513,62 @@ impl Accounts for PostgresMetadata {
             .collect())
     }
 
+    async fn login_failures(&self, keys: &[&str]) -> Result<Vec<(String, u32, i64)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| text(k)).collect();
+        let rows =
+            sqlx::query("SELECT key, failures, last_at FROM login_failures WHERE key = ANY($1)")
+                .bind(&keys)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n: i32 = r.get("failures");
+                (r.get("key"), n.max(0) as u32, r.get("last_at"))
+            })
+            .collect())
+    }
+
+    async fn login_failed(&self, keys: &[&str], now: i64, forget_before: i64) -> Result<()> {
+        // Rows are locked in key order by one statement, and the clean-up skips rows
+        // another sign-in holds, so concurrent failures never deadlock.
+        sqlx::query(
+            "DELETE FROM login_failures WHERE key IN (
+                 SELECT key FROM login_failures WHERE last_at < $1 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(forget_before)
+        .execute(&self.pool)
+        .await?;
+        let mut keys: Vec<String> = keys.iter().map(|k| text(k)).collect();
+        keys.sort();
+        keys.dedup();
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, last_at)
+             SELECT k, 1, $2 FROM unnest($1::text[]) AS k ORDER BY k
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.last_at < $3 THEN 1
+                                 ELSE login_failures.failures + 1 END,
+                 last_at = EXCLUDED.last_at",
+        )
+        .bind(&keys)
+        .bind(now)
+        .bind(forget_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn login_forget(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(text(key))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn signing_key(&self, candidate: &str) -> Result<String> {
         const STORED: &str = "SELECT value FROM secrets WHERE name = 'token_signing_key'";
         // Read first: every start after the first finds the key, without a write.

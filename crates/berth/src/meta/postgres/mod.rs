@@ -50,7 +50,7 @@ mod gc;
 mod registry;
 
 /// Schema migrations, applied in order, each once, each in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
         include_str!("../../../migrations/postgres/0001_registry.sql"),
@@ -76,6 +76,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/postgres/0008_secrets.sql"),
+    ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_login_failures.sql"),
     ),
 ];
 

@@ -529,6 +529,60 @@ impl Accounts for SqliteMetadata {
             .collect())
     }
 
+    async fn login_failures(&self, keys: &[&str]) -> Result<Vec<(String, u32, i64)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT key, failures, last_at FROM login_failures WHERE key IN ({})",
+            vec!["?"; keys.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for k in keys {
+            q = q.bind(*k);
+        }
+        let rows = q.fetch_all(&self.reader).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n: i64 = r.get("failures");
+                (
+                    r.get("key"),
+                    n.clamp(0, u32::MAX as i64) as u32,
+                    r.get("last_at"),
+                )
+            })
+            .collect())
+    }
+
+    async fn login_failed(&self, keys: &[&str], now: i64, forget_before: i64) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM login_failures WHERE last_at < ?")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        for k in keys {
+            sqlx::query(
+                "INSERT INTO login_failures (key, failures, last_at) VALUES (?, 1, ?)
+                 ON CONFLICT (key) DO UPDATE SET failures = failures + 1, last_at = excluded.last_at",
+            )
+            .bind(*k)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn login_forget(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?")
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     async fn signing_key(&self, candidate: &str) -> Result<String> {
         const STORED: &str = "SELECT value FROM secrets WHERE name = 'token_signing_key'";
         // Read first: every start after the first finds the key, without a write.

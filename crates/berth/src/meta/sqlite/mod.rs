@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../migrations/sqlite/0008_secrets.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_login_failures.sql"),
+    ),
 ];
 
 pub struct SqliteMetadata {
