@@ -26,7 +26,8 @@
 //! data key carry the version or multipart tag), S3 refuses to complete a multipart upload
 //! whose parts' ETags are not the ones the state lists, and a running hash is trusted only
 //! for the version it was computed for, and only when this replica completed the upload
-//! itself.//!
+//! itself.
+//!
 //! A blob's key is written only after its digest was checked: a monolithic put streams
 //! into a multipart upload of the blob's own key and completes it once the hash matched
 //! (S3 shows nothing until completion); a session completes into its `data` key, is
@@ -883,19 +884,18 @@ impl BlobStore for S3BlobStore {
                         continue;
                     }
                     if new.multipart.is_none() {
-                        let tag = Uuid::new_v4();
-                        let data = self.session_key(id, &format!("data.{tag}"));
+                        new.data = Some(Uuid::new_v4());
+                        let data = self.data_key(id, &new);
                         let mp = self.ctl.create_multipart(&data).await.map_err(s3_error)?;
                         // Recorded at once, so that it can be aborted whatever happens
                         // next; the session's content (and so its version) is unchanged.
                         let with_mp = SessionState {
                             multipart: Some(mp.clone()),
-                            data: Some(tag),
+                            data: new.data,
                             ..st.clone()
                         };
                         self.save_state(id, &with_mp).await?;
                         new.multipart = Some(mp);
-                        new.data = Some(tag);
                     }
                     let mp = new.multipart.as_ref().expect("created above");
                     let part = self
@@ -914,18 +914,14 @@ impl BlobStore for S3BlobStore {
             if !changed {
                 return Ok(()); // nothing received: nothing changes
             }
-            new.tail = if buf.is_empty() {
-                None
-            } else {
-                new.tail = Some(st.tail.map_or(1, |g| g + 1));
-                let key = self.tail_key(id, &new).expect("a tail was just named");
+            new.tail = (!buf.is_empty()).then(|| st.tail.map_or(1, |g| g + 1));
+            if let Some(key) = self.tail_key(id, &new) {
                 self.ctl
                     .put(&key, PutPayload::from(buf.freeze()))
                     .await
                     .map_err(s3_error)?;
                 new_tail = Some(key);
-                new.tail
-            };
+            }
             self.save_state(id, &new).await
         }
         .await;
