@@ -391,7 +391,10 @@ def test_sign_out_ends_the_session(ui):
 def test_phone_width_and_keyboard_only(ui):
     u = ui(viewport={"width": 390, "height": 844})
     u.goto("/login")
-    # Keyboard only: the field has focus, Tab moves on, Enter submits.
+    # Keyboard only: the field has focus, Tab moves on, Enter submits. The page may
+    # answer "load" a moment before autofocus lands (a loaded machine): wait for it, or
+    # the first keys go nowhere.
+    u.page.wait_for_function("document.activeElement?.name === 'username'", timeout=5000)
     u.page.keyboard.type("alice")
     u.page.keyboard.press("Tab")
     u.page.keyboard.type(u.reg.passwords["alice"])

@@ -204,11 +204,8 @@ impl Importer {
 
     async fn link(&self, repo: &RepoName, d: &Digest, report: &mut Report) -> anyhow::Result<()> {
         let size = self.ensure_blob(d, report).await?;
-        match self
-            .meta
-            .link_blob(repo, d, size, self.presence(d), None)
-            .await?
-        {
+        let link = || self.meta.link_blob(repo, d, size, self.presence(d), None);
+        match crate::meta::retry_conflicts(link).await? {
             Linked::Linked => Ok(()),
             Linked::Vanished => bail!(
                 "blob {d} vanished while it was linked (garbage collection?); run the import again"
@@ -364,11 +361,8 @@ impl Importer {
     ) -> anyhow::Result<()> {
         let new = crate::api::manifests::record(m, d, size, None)?;
         for attempt in 0..2 {
-            match self
-                .meta
-                .put_manifest(repo, &new, tag, self.presence(d))
-                .await?
-            {
+            let put = || self.meta.put_manifest(repo, &new, tag, self.presence(d));
+            match crate::meta::retry_conflicts(put).await? {
                 PutManifest::Stored => return Ok(()),
                 PutManifest::Vanished => {
                     bail!("its bytes vanished (garbage collection?); run the import again")

@@ -6,7 +6,9 @@
 //! says nothing about internals — except storage that cannot be reached: a metadata
 //! database restarting, failing over or out of connections, or blob storage (S3) down.
 //! Those are a 503 `UNAVAILABLE` with `Retry-After`: a condition to wait out, not a
-//! server bug, and the request changed nothing, so it may simply be sent again.
+//! server bug, and the request changed nothing, so it may simply be sent again. So is a
+//! transaction the database aborted for a concurrent one (`meta::conflict`), with
+//! `Retry-After: 1`.
 //! `anyhow` is used below this layer, never in answers.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -51,6 +53,19 @@ impl From<anyhow::Error> for ApiError {
                 ErrorCode::Unavailable.msg("the registry's database is unavailable; try again"),
             )
             .header("retry-after", "5");
+        }
+        // What retries could not get through (or a write that is not retried): the
+        // client's own retry can.
+        if crate::meta::conflict(&e).is_some() {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "transaction conflicted with a concurrent one"
+            );
+            return ApiError::from(
+                ErrorCode::Unavailable
+                    .msg("the change conflicted with a concurrent one and was not made; try again"),
+            )
+            .header("retry-after", "1");
         }
         // Unreachable storage met inside another layer (a presence check in a metadata
         // transaction) is still unreachable storage.

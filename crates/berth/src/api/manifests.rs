@@ -179,12 +179,12 @@ pub async fn put(ctx: Ctx, repo: RepoName, reference: Reference) -> ApiResult {
         ctx.app.blobs.put(&digest, body).await?;
     }
     let new = record(&parsed, &digest, size, ctx.caller.name())?;
-    match ctx
-        .app
-        .meta
-        .put_manifest(&repo, &new, tag, ctx.presence(&digest))
-        .await?
-    {
+    let put = || {
+        ctx.app
+            .meta
+            .put_manifest(&repo, &new, tag, ctx.presence(&digest))
+    };
+    match crate::meta::retry_conflicts(put).await? {
         PutManifest::MissingReference(missing) => {
             Err(OciError::from(ErrorCode::ManifestBlobUnknown)
                 .with_detail(serde_json::json!({ "digest": missing.to_string() }))

@@ -162,7 +162,7 @@ impl Ctx {
     }
 
     /// Records a blob now in the store as part of `repo`, closing the upload session
-    /// that produced it, if any.
+    /// that produced it, if any; run again if a concurrent transaction aborted it.
     pub async fn link_blob(
         &self,
         repo: &oci::RepoName,
@@ -170,8 +170,12 @@ impl Ctx {
         size: u64,
         upload: Option<uuid::Uuid>,
     ) -> Result<(), error::ApiError> {
-        let presence = self.presence(digest);
-        match self.app.meta.link_blob(repo, digest, size, presence, upload).await? {
+        let link = || {
+            self.app
+                .meta
+                .link_blob(repo, digest, size, self.presence(digest), upload)
+        };
+        match crate::meta::retry_conflicts(link).await? {
             crate::meta::Linked::Linked => Ok(()),
             crate::meta::Linked::Vanished => Err(ErrorCode::BlobUploadInvalid
                 .msg("the blob was deleted by garbage collection while this push completed; push it again")

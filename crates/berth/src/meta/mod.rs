@@ -236,6 +236,71 @@ pub trait Metadata: Send + Sync + 'static {
     ) -> Result<Vec<Referrer>>;
 }
 
+/// Why the database refused a transaction because of another one running at the same
+/// time, not because of anything in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// PostgreSQL rolled it back, a deadlock victim (40P01) or a serialization failure
+    /// (40001): running it again at once can succeed.
+    Aborted,
+    /// SQLite's write lock was still held when its busy timeout (10 s) ran out (primary
+    /// codes 5 and 6): it has waited already, so it is not run again here.
+    Busy,
+}
+
+/// The [`Conflict`] that failed `e`, if any.
+///
+/// The transactions are written so that none should happen (lock orders in `postgres`'s
+/// module doc, one writer in SQLite's): this is the net under that design, not the
+/// design.
+pub fn conflict(e: &anyhow::Error) -> Option<Conflict> {
+    e.chain().find_map(|cause| {
+        let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() else {
+            return None;
+        };
+        let code = db.code()?;
+        match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            Some(_) => matches!(&*code, "40P01" | "40001").then_some(Conflict::Aborted),
+            // SQLite reports the extended result code; its low byte is the primary one.
+            None => code
+                .parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                .then_some(Conflict::Busy),
+        }
+    })
+}
+
+/// How many times [`retry_conflicts`] runs a transaction in all.
+pub const CONFLICT_TRIES: u32 = 4;
+
+/// Runs `op` again while it fails as [`Conflict::Aborted`], at most [`CONFLICT_TRIES`]
+/// times in all, after a pause of 5, 10, 20 ms plus up to as much again at random (so
+/// that the two sides of a deadlock do not meet again). `op` must be a whole
+/// transaction: the database rolled the failed run back, so nothing of it is left to
+/// undo. The last error is returned as it came.
+pub async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = std::time::Duration::from_millis(5);
+    for _ in 1..CONFLICT_TRIES {
+        match op().await {
+            Err(e) if conflict(&e) == Some(Conflict::Aborted) => {
+                tracing::debug!(
+                    error = format!("{e:#}"),
+                    "transaction conflicted; running it again"
+                );
+                let jitter = pause.mul_f64(f64::from(Uuid::new_v4().as_u128() as u16) / 65536.0);
+                tokio::time::sleep(pause + jitter).await;
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    op().await
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -224,6 +224,7 @@ engines!(
     deleting_a_repository_while_pushing_to_it_fails_neither,
     signer_imports_a_legacy_key_file_once,
     nul_in_client_text_is_harmless,
+    conflicts_are_recognised_and_run_again,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2504,4 +2505,154 @@ async fn nul_in_client_text_is_harmless(db: Db) {
         .await
         .unwrap();
     assert_eq!(put, PutManifest::Stored);
+}
+
+/// A real conflict between two connections to `db`'s database, as the error the loser
+/// got: on PostgreSQL a deadlock (40P01), on SQLite a write lock still held when the
+/// busy timeout (zero here) ran out.
+async fn conflict(db: &Db) -> anyhow::Error {
+    match &*db.place {
+        Place::Postgres(pg) => {
+            let mut a = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            let mut b = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS conflict_test (id INT PRIMARY KEY, v INT NOT NULL);
+                 INSERT INTO conflict_test VALUES (1, 0), (2, 0) ON CONFLICT DO NOTHING",
+            )
+            .execute(&mut a)
+            .await
+            .unwrap();
+            for c in [&mut a, &mut b] {
+                sqlx::raw_sql("SET deadlock_timeout = '10ms'")
+                    .execute(c)
+                    .await
+                    .unwrap();
+            }
+            let update = "UPDATE conflict_test SET v = v + 1 WHERE id = $1";
+            let (mut ta, mut tb) = (a.begin().await.unwrap(), b.begin().await.unwrap());
+            sqlx::query(update).bind(1).execute(&mut *ta).await.unwrap();
+            sqlx::query(update).bind(2).execute(&mut *tb).await.unwrap();
+            let (ra, rb) = tokio::join!(
+                sqlx::query(update).bind(2).execute(&mut *ta),
+                sqlx::query(update).bind(1).execute(&mut *tb)
+            );
+            match (ra, rb) {
+                (Err(e), Ok(_)) | (Ok(_), Err(e)) => e.into(),
+                other => panic!("expected exactly one deadlock victim, got {other:?}"),
+            }
+        }
+        Place::Sqlite(dir) => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join("berth.db"))
+                .busy_timeout(Duration::ZERO);
+            let mut a = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            let mut b = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut a)
+                .await
+                .unwrap();
+            let e = sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut b)
+                .await
+                .expect_err("a second writer while the first holds the lock");
+            sqlx::raw_sql("ROLLBACK").execute(&mut a).await.unwrap();
+            e.into()
+        }
+    }
+}
+
+/// The engine's own conflict errors are told apart from other failures, and a
+/// PostgreSQL transaction that lost one runs again, at most `CONFLICT_TRIES` times in
+/// all; SQLite's, which waited out its busy timeout already, does not.
+async fn conflicts_are_recognised_and_run_again(db: Db) {
+    use super::{conflict as kind, retry_conflicts, Conflict, CONFLICT_TRIES};
+    let expected = match &*db.place {
+        Place::Postgres(_) => Conflict::Aborted,
+        Place::Sqlite(_) => Conflict::Busy,
+    };
+    let e = conflict(&db).await;
+    assert_eq!(kind(&e), Some(expected), "{e:#}");
+    let e = e.context("recording a blob");
+    assert_eq!(kind(&e), Some(expected));
+    // What no retry got through is a 503 the client may send again, not a 500.
+    let answer = axum::response::IntoResponse::into_response(crate::api::error::ApiError::from(e));
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let wrong = match &*db.place {
+        Place::Postgres(pg) => {
+            let mut c = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::raw_sql("SELECT * FROM no_such_table")
+                .execute(&mut c)
+                .await
+                .map(|_| ())
+        }
+        Place::Sqlite(dir) => {
+            let mut c = sqlx::SqliteConnection::connect(&format!(
+                "sqlite://{}",
+                dir.path().join("berth.db").display()
+            ))
+            .await
+            .unwrap();
+            sqlx::raw_sql("SELECT * FROM no_such_table")
+                .execute(&mut c)
+                .await
+                .map(|_| ())
+        }
+    };
+    assert_eq!(kind(&wrong.unwrap_err().into()), None);
+    assert_eq!(kind(&anyhow::anyhow!("disk full")), None);
+
+    // Loses once, then goes through (PostgreSQL); reported at once (SQLite).
+    let runs = Arc::new(Mutex::new(0));
+    let got = retry_conflicts(|| {
+        let (db, runs) = (db.clone(), runs.clone());
+        async move {
+            *runs.lock().unwrap() += 1;
+            if *runs.lock().unwrap() == 1 {
+                return Err(conflict(&db).await);
+            }
+            db.meta.catalog(None, None, 10).await.map(|p| p.items.len())
+        }
+    })
+    .await;
+    let runs_now = *runs.lock().unwrap();
+    match expected {
+        Conflict::Aborted => assert_eq!((got.unwrap(), runs_now), (0, 2)),
+        Conflict::Busy => {
+            assert_eq!(kind(&got.unwrap_err()), Some(Conflict::Busy));
+            assert_eq!(runs_now, 1);
+        }
+    }
+
+    // Always loses: tried CONFLICT_TRIES times, and the conflict is what is reported.
+    if expected == Conflict::Aborted {
+        *runs.lock().unwrap() = 0;
+        let e = retry_conflicts(|| {
+            let (db, runs) = (db.clone(), runs.clone());
+            async move {
+                *runs.lock().unwrap() += 1;
+                Err::<(), _>(conflict(&db).await)
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(kind(&e), Some(Conflict::Aborted));
+        assert_eq!(*runs.lock().unwrap(), CONFLICT_TRIES);
+    }
+
+    // Any other failure is not run again.
+    *runs.lock().unwrap() = 0;
+    let e = retry_conflicts(|| {
+        let runs = runs.clone();
+        async move {
+            *runs.lock().unwrap() += 1;
+            Err::<(), _>(anyhow::anyhow!("disk full"))
+        }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.to_string(), *runs.lock().unwrap()),
+        ("disk full".into(), 1)
+    );
 }

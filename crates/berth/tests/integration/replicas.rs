@@ -53,7 +53,9 @@ async fn a_replica_killed_mid_upload_the_client_resumes_on_the_other() {
     assert_eq!(r.status(), 204);
     assert_eq!(upload_range_end(&r), c1 as u64 - 1);
     // A chunk that doesn't start where the upload ends is refused, and changes nothing.
-    let r = patch(&b, &upload, c1 + 1, &data[c1 + 1..c2]).await;
+    // (A small one: the 416 is answered before the body is read, and megabytes still
+    // unread when the connection closes would reset it under the client.)
+    let r = patch(&b, &upload, c1 + 1, &data[c1 + 1..c1 + 4097]).await;
     assert_eq!(r.status(), 416);
     let r = patch(&b, &upload, c1, &data[c1..c2]).await;
     assert_eq!(r.status(), 202, "second chunk on b");

@@ -24,7 +24,9 @@
 //!   repository do not queue on its row, and deleting it waits for them to commit.
 //!
 //! Each remaining single statement (deleting a tag, a manifest, a link) touches one row
-//! and what cascades from it, so none can deadlock with the above.
+//! and what cascades from it, so none can deadlock with the above. Should a deadlock
+//! happen anyway, the push paths run their transaction again
+//! ([`retry_conflicts`](crate::meta::retry_conflicts)) and anything else answers 503.
 //!
 //! The collector's lease is one upsert whose `WHERE` is evaluated on the locked,
 //! current row, so of two replicas racing for it exactly one wins; its expiry uses the
