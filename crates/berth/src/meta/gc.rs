@@ -6,7 +6,8 @@
 //!    is still garbage (nothing references it, nothing linked or created it after the
 //!    cutoff), delete its rows and leave a tombstone;
 //! 2. [`GcStore::gc_delete_files`]: under the write lock, for each tombstone whose
-//!    digest has no row again, delete the file; then drop the tombstone.
+//!    digest has no row again, delete the file (several at once); then drop the
+//!    tombstone.
 //!
 //! Recording a blob checks the file is present inside its own write transaction
 //! ([`super::Presence`]), so the two never interleave into a row without a file.
@@ -133,6 +134,25 @@ pub struct DanglingRef {
 /// Deletes one blob file; `Ok(false)` if it was already gone.
 pub type DeleteFile<'a> =
     &'a (dyn Fn(Digest) -> BoxFuture<'static, anyhow::Result<bool>> + Send + Sync);
+
+/// How many files a batch of [`GcStore::gc_delete_files`] deletes at once. The batch
+/// holds the collector's lock (SQLite's write lock; PostgreSQL's exclusive collector
+/// lock), so pushes wait for it; an S3 DELETE is a round trip of milliseconds, and 256
+/// of them one after the other held pushes back for the sum.
+pub const PARALLEL_DELETES: usize = 16;
+
+/// Deletes the files of `doomed`, [`PARALLEL_DELETES`] at a time; how many were there.
+/// On the first error the others still in flight are dropped and the error returned:
+/// their tombstones stay, so the next batch or run deletes them.
+pub(crate) async fn delete_files(doomed: Vec<Digest>, delete: DeleteFile<'_>) -> Result<u64> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let found: Vec<bool> = futures_util::stream::iter(doomed)
+        .map(delete)
+        .buffer_unordered(PARALLEL_DELETES)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().filter(|f| *f).count() as u64)
+}
 
 #[async_trait]
 pub trait GcStore: Send + Sync + 'static {

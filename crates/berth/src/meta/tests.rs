@@ -209,6 +209,7 @@ engines!(
     gc_runs,
     gc_forgets_garbage_and_spares_relinked_files,
     gc_tombstones_orphans,
+    gc_file_deletes_overlap_and_a_failure_keeps_the_batch,
     gc_deletes_unreachable_manifests,
     usage_and_namespace_bytes,
     retention_rules_and_tags,
@@ -1623,6 +1624,60 @@ async fn gc_forgets_garbage_and_spares_relinked_files(db: Db) {
     assert!(files.has(&again), "pushed again after its tombstone: kept");
     assert!(files.has(&relinked));
     assert_eq!(g.gc_delete_files(10, &delete).await.unwrap(), (0, 0));
+}
+
+/// A batch's files are deleted several at once, never more than `PARALLEL_DELETES`;
+/// when one delete fails the batch's tombstones all stay, and the next run finishes.
+async fn gc_file_deletes_overlap_and_a_failure_keeps_the_batch(db: Db) {
+    use super::gc::PARALLEL_DELETES;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let g = &db.gc;
+    let mut digests = Vec::new();
+    for i in 0..40 {
+        digests.push(blob(&db, "alice/app", &format!("many-{i}"), 1).await);
+    }
+    tick().await;
+    let tombstoned = g.gc_forget_blobs(&digests, now_ms()).await.unwrap();
+    assert_eq!(tombstoned.len(), 40);
+    let files = Files::default();
+    for d in &digests {
+        files.put(d);
+    }
+    let (inflight, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let deleter = |fail: Option<Digest>| {
+        let (f, inflight, most) = (files.clone(), inflight.clone(), most.clone());
+        move |d: Digest| -> futures_util::future::BoxFuture<'static, anyhow::Result<bool>> {
+            let (f, inflight, most, fail) =
+                (f.clone(), inflight.clone(), most.clone(), fail.clone());
+            Box::pin(async move {
+                let now = inflight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                inflight.fetch_sub(1, Ordering::SeqCst);
+                if fail.as_ref() == Some(&d) {
+                    anyhow::bail!("the store refused to delete {d}");
+                }
+                Ok(f.0.lock().unwrap().remove(&d))
+            })
+        }
+    };
+    let failing = deleter(Some(digests[20].clone()));
+    let e = g.gc_delete_files(64, &failing).await.unwrap_err();
+    assert!(format!("{e:#}").contains("refused"), "{e:#}");
+    assert!(files.has(&digests[20]));
+    let most_seen = most.load(Ordering::SeqCst);
+    assert!(
+        (2..=PARALLEL_DELETES).contains(&most_seen),
+        "{most_seen} deletes at once"
+    );
+    // Every tombstone is still there: the next run goes over the whole batch again and
+    // finds the files already deleted gone.
+    let working = deleter(None);
+    let (deleted, left) = g.gc_delete_files(64, &working).await.unwrap();
+    assert_eq!(left, 0);
+    assert!((1..=40).contains(&deleted), "{deleted}");
+    assert!(digests.iter().all(|d| !files.has(d)));
+    assert_eq!(g.gc_delete_files(64, &working).await.unwrap(), (0, 0));
 }
 
 async fn gc_tombstones_orphans(db: Db) {

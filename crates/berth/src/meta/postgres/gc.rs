@@ -3,6 +3,7 @@
 //! here (see the module above), which waits for every push in flight and holds new
 //! ones back until it commits.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -13,8 +14,8 @@ use uuid::Uuid;
 
 use super::{before_nul, glob_to_like, text, PostgresMetadata, DB_NOW_MS};
 use crate::meta::gc::{
-    DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained, RetentionRule,
-    Usage,
+    delete_files, DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained,
+    RetentionRule, Usage,
 };
 use crate::meta::{now_ms, Result};
 
@@ -176,58 +177,69 @@ impl GcStore for PostgresMetadata {
         candidates: &[Digest],
         cutoff: i64,
     ) -> Result<Vec<(Digest, u64)>> {
+        // Set-based, four statements a batch whatever its size: pushes wait for this
+        // transaction (the exclusive collector lock), so it makes no round trip per blob.
+        let candidates: Vec<String> = candidates.iter().map(|d| d.to_string()).collect();
         let mut tx = self.gc_tx().await?;
-        let mut gone = Vec::new();
-        let now = now_ms();
-        for d in candidates {
-            let size: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT b.size FROM blobs b WHERE b.digest = $2 AND {GARBAGE}"
-            ))
-            .bind(cutoff)
-            .bind(d.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(size) = size else { continue };
-            sqlx::query("DELETE FROM repo_blobs WHERE digest = $1")
-                .bind(d.to_string())
+        let rows = sqlx::query(&format!(
+            "SELECT b.digest, b.size FROM blobs b WHERE b.digest = ANY($2) AND {GARBAGE}
+             ORDER BY b.digest"
+        ))
+        .bind(cutoff)
+        .bind(&candidates)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (digests, sizes): (Vec<String>, Vec<i64>) = rows
+            .iter()
+            .map(|r| (r.get::<String, _>("digest"), r.get::<i64, _>("size")))
+            .unzip();
+        if !digests.is_empty() {
+            sqlx::query("DELETE FROM repo_blobs WHERE digest = ANY($1)")
+                .bind(&digests)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM blobs WHERE digest = $1")
-                .bind(d.to_string())
+            sqlx::query("DELETE FROM blobs WHERE digest = ANY($1)")
+                .bind(&digests)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO gc_tombstones (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(d.to_string())
-            .bind(size)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            gone.push((d.clone(), size as u64));
-        }
-        tx.commit().await?;
-        Ok(gone)
-    }
-
-    async fn gc_tombstone_orphans(&self, digests: &[(Digest, u64)]) -> Result<u64> {
-        let mut tx = self.gc_tx().await?;
-        let mut n = 0;
-        for (d, size) in digests {
-            let r = sqlx::query(
                 "INSERT INTO gc_tombstones (digest, size, created_at)
-                 SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)
+                 SELECT d, s, $3 FROM unnest($1::text[], $2::bigint[]) AS t(d, s)
                  ON CONFLICT DO NOTHING",
             )
-            .bind(d.to_string())
-            .bind(*size as i64)
+            .bind(&digests)
+            .bind(&sizes)
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
-            n += r.rows_affected();
         }
         tx.commit().await?;
-        Ok(n)
+        digests
+            .iter()
+            .zip(sizes)
+            .map(|(d, s)| Ok((digest(d)?, s as u64)))
+            .collect()
+    }
+
+    async fn gc_tombstone_orphans(&self, digests: &[(Digest, u64)]) -> Result<u64> {
+        let (names, sizes): (Vec<String>, Vec<i64>) = digests
+            .iter()
+            .map(|(d, size)| (d.to_string(), *size as i64))
+            .unzip();
+        let mut tx = self.gc_tx().await?;
+        let r = sqlx::query(
+            "INSERT INTO gc_tombstones (digest, size, created_at)
+             SELECT d, s, $3 FROM unnest($1::text[], $2::bigint[]) AS t(d, s)
+             WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = t.d)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&names)
+        .bind(&sizes)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
     }
 
     async fn gc_delete_files(&self, limit: u32, delete: DeleteFile<'_>) -> Result<(u64, u64)> {
@@ -237,21 +249,24 @@ impl GcStore for PostgresMetadata {
                 .bind(limit as i64)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut deleted = 0;
-        for d in &batch {
-            let relinked: Option<i32> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
-                .bind(d)
-                .fetch_optional(&mut *tx)
-                .await?;
-            // Pushed again since it was tombstoned: the file is live, keep it.
-            if relinked.is_none() && delete(digest(d)?).await? {
-                deleted += 1;
-            }
-            sqlx::query("DELETE FROM gc_tombstones WHERE digest = $1")
-                .bind(d)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // Pushed again since it was tombstoned: the file is live, keep it.
+        let relinked: HashSet<String> =
+            sqlx::query_scalar("SELECT digest FROM blobs WHERE digest = ANY($1)")
+                .bind(&batch)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let doomed = batch
+            .iter()
+            .filter(|d| !relinked.contains(*d))
+            .map(|d| digest(d))
+            .collect::<Result<Vec<_>>>()?;
+        let deleted = delete_files(doomed, delete).await?;
+        sqlx::query("DELETE FROM gc_tombstones WHERE digest = ANY($1)")
+            .bind(&batch)
+            .execute(&mut *tx)
+            .await?;
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gc_tombstones")
             .fetch_one(&mut *tx)
             .await?;

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::SqliteMetadata;
 use crate::meta::gc::{
-    DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained, RetentionRule,
-    Usage,
+    delete_files, DanglingRef, DeleteFile, GcReport, GcRun, GcStore, NamespaceUsage, Retained,
+    RetentionRule, Usage,
 };
 use crate::meta::{now_ms, Result};
 
@@ -240,16 +240,19 @@ impl GcStore for SqliteMetadata {
                 .bind(limit as i64)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut deleted = 0;
+        let mut doomed = Vec::with_capacity(batch.len());
         for d in &batch {
             let relinked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
                 .bind(d)
                 .fetch_optional(&mut *tx)
                 .await?;
             // Pushed again since it was tombstoned: the file is live, keep it.
-            if relinked.is_none() && delete(digest(d)?).await? {
-                deleted += 1;
+            if relinked.is_none() {
+                doomed.push(digest(d)?);
             }
+        }
+        let deleted = delete_files(doomed, delete).await?;
+        for d in &batch {
             sqlx::query("DELETE FROM gc_tombstones WHERE digest = ?")
                 .bind(d)
                 .execute(&mut *tx)
