@@ -7,6 +7,10 @@ layers, a Docker schema 2 image, a multi-platform index, a nested repository nam
 an image deleted again (distribution deletes a manifest's tags with it). Its storage directory is imported into a fresh Berth data
 directory; Berth then serves the same manifests byte for byte, and every image copies
 out of it completely with skopeo. A second import copies nothing and changes nothing.
+
+With BERTH_E2E_REPLICAS the import goes into running replicas instead: the CLI on their
+PostgreSQL database and S3 bucket, while they serve, and skopeo reads through the
+round-robin proxy (the way a team moves off registry:2 onto a scaled-out Berth).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from conftest import (
     _http_status,
     _log_tail,
     make_client_env,
+    replica_count,
     require_binary,
+    start_replicas,
     stop_server,
 )
 from helpers import new_image_layout, run
@@ -84,13 +90,28 @@ def distribution(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def imported(distribution, tmp_path_factory):
-    """A Berth data directory the distribution storage was imported into, served."""
+    """The distribution storage imported into a Berth that serves it: `cli(*args)` runs
+    a berth command on that Berth's stores."""
     _, storage, _ = distribution
     berth = os.environ.get("BERTH_BIN", DEFAULT_BERTH_BIN)
     base = tmp_path_factory.mktemp("berth-import")
+    if replica_count():
+        reps = start_replicas(berth, base, ["--no-auth"])
+        try:
+            def cli(*args):
+                return reps.cli(*args, timeout=300)
+
+            first = cli("import-distribution", str(storage))
+            yield {"host": reps.host, "cli": cli, "berth": berth, "first": first.stdout}
+        finally:
+            reps.stop()
+        return
     data = base / "data"
-    first = run([berth, "import-distribution", str(storage), "--data-dir", str(data)],
-                timeout=300)
+
+    def cli(*args):
+        return run([berth, *args, "--data-dir", str(data)], timeout=300)
+
+    first = cli("import-distribution", str(storage))
     host = f"127.0.0.1:{_free_port()}"
     log_path = base / "berth.log"
     log = open(log_path, "wb")
@@ -104,7 +125,7 @@ def imported(distribution, tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail(f"berth exited:\n{_log_tail(log_path)}", pytrace=False)
             subprocess.run(["sleep", "0.1"])
-        yield {"host": host, "data": data, "berth": berth, "first": first.stdout}
+        yield {"host": host, "cli": cli, "berth": berth, "first": first.stdout}
     finally:
         stop_server(proc, log)
 
@@ -141,11 +162,10 @@ def test_a_second_import_copies_nothing_and_changes_nothing(distribution, import
     skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
            berth.ref("library/app", "v2"), berth.ref("library/app", "v1"))
     moved = berth.raw(berth.ref("library/app", "v1"))
-    again = run([imported["berth"], "import-distribution", str(storage), "--data-dir",
-                 str(imported["data"])], timeout=300).stdout
+    again = imported["cli"]("import-distribution", str(storage)).stdout
     assert "copied 0 blobs" in again and "imported 4 repositories, 0 tags" in again, again
     assert "5 tags already present" in again, again
-    fsck = run([imported["berth"], "fsck", "--data-dir", str(imported["data"])]).stdout
+    fsck = imported["cli"]("fsck").stdout
     assert "fsck: clean" in fsck, fsck
     assert berth.raw(berth.ref("library/app", "v1")) == moved, "the import moved a tag back"
 
