@@ -275,15 +275,15 @@ impl GcStore for PostgresMetadata {
     }
 
     async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(digests.len());
-        for d in digests {
-            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
-                .bind(d.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-            out.push(found.is_some());
-        }
-        Ok(out)
+        let names: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+        let known: HashSet<String> =
+            sqlx::query_scalar("SELECT digest FROM blobs WHERE digest = ANY($1)")
+                .bind(&names)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        Ok(names.iter().map(|d| known.contains(d)).collect())
     }
 
     async fn expired_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>> {

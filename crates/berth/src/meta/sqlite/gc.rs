@@ -1,6 +1,7 @@
 //! Garbage-collection queries in SQLite. See `meta::gc` for the deletion protocol;
 //! its "under the write lock" is a `BEGIN IMMEDIATE` transaction here.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -34,6 +35,12 @@ const GARBAGE: &str = "b.created_at <= ?1
       AND NOT EXISTS (SELECT 1 FROM manifest_refs mr WHERE mr.child = b.digest)
       AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest)
       AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.created_at > ?1)";
+
+/// Digests as one JSON array of strings, for `json_each(?)`: SQLite binds no arrays.
+fn json_digests<'a>(digests: impl Iterator<Item = &'a Digest>) -> String {
+    let all: Vec<String> = digests.map(|d| d.to_string()).collect();
+    serde_json::to_string(&all).expect("strings serialise")
+}
 
 fn digest(s: &str) -> Result<Digest> {
     Digest::from_str(s).with_context(|| format!("corrupt digest {s:?} in metadata"))
@@ -177,35 +184,42 @@ impl GcStore for SqliteMetadata {
         candidates: &[Digest],
         cutoff: i64,
     ) -> Result<Vec<(Digest, u64)>> {
+        // Set-based (the batch bound as one JSON array): a statement per step, not per
+        // blob, since every statement is a hand-off to SQLite's connection thread.
+        let candidates = json_digests(candidates.iter());
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut gone = Vec::new();
-        let now = now_ms();
-        for d in candidates {
-            let size: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT b.size FROM blobs b WHERE b.digest = ?2 AND {GARBAGE}"
-            ))
-            .bind(cutoff)
-            .bind(d.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(size) = size else { continue };
-            sqlx::query("DELETE FROM repo_blobs WHERE digest = ?")
-                .bind(d.to_string())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM blobs WHERE digest = ?")
-                .bind(d.to_string())
+        let rows = sqlx::query(&format!(
+            "SELECT b.digest, b.size FROM blobs b
+             WHERE b.digest IN (SELECT value FROM json_each(?2)) AND {GARBAGE}
+             ORDER BY b.digest"
+        ))
+        .bind(cutoff)
+        .bind(&candidates)
+        .fetch_all(&mut *tx)
+        .await?;
+        let gone = rows
+            .iter()
+            .map(|r| Ok((digest(r.get("digest"))?, r.get::<i64, _>("size") as u64)))
+            .collect::<Result<Vec<_>>>()?;
+        if !gone.is_empty() {
+            let doomed = json_digests(gone.iter().map(|(d, _)| d));
+            sqlx::query("DELETE FROM repo_blobs WHERE digest IN (SELECT value FROM json_each(?))")
+                .bind(&doomed)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO gc_tombstones (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO gc_tombstones (digest, size, created_at)
+                 SELECT digest, size, ?2 FROM blobs WHERE digest IN (SELECT value FROM json_each(?1))
+                 ON CONFLICT DO NOTHING",
             )
-            .bind(d.to_string())
-            .bind(size)
-            .bind(now)
+            .bind(&doomed)
+            .bind(now_ms())
             .execute(&mut *tx)
             .await?;
-            gone.push((d.clone(), size as u64));
+            sqlx::query("DELETE FROM blobs WHERE digest IN (SELECT value FROM json_each(?))")
+                .bind(&doomed)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         self.durable().await?;
@@ -213,24 +227,26 @@ impl GcStore for SqliteMetadata {
     }
 
     async fn gc_tombstone_orphans(&self, digests: &[(Digest, u64)]) -> Result<u64> {
+        let rows = serde_json::to_string(
+            &digests
+                .iter()
+                .map(|(d, size)| (d.to_string(), *size))
+                .collect::<Vec<_>>(),
+        )?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut n = 0;
-        for (d, size) in digests {
-            let r = sqlx::query(
-                "INSERT INTO gc_tombstones (digest, size, created_at)
-                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(d.to_string())
-            .bind(*size as i64)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-            n += r.rows_affected();
-        }
+        let r = sqlx::query(
+            "INSERT INTO gc_tombstones (digest, size, created_at)
+             SELECT value ->> 0, value ->> 1, ?2 FROM json_each(?1)
+             WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = value ->> 0)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&rows)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.durable().await?;
-        Ok(n)
+        Ok(r.rows_affected())
     }
 
     async fn gc_delete_files(&self, limit: u32, delete: DeleteFile<'_>) -> Result<(u64, u64)> {
@@ -240,24 +256,26 @@ impl GcStore for SqliteMetadata {
                 .bind(limit as i64)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut doomed = Vec::with_capacity(batch.len());
-        for d in &batch {
-            let relinked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
-                .bind(d)
-                .fetch_optional(&mut *tx)
-                .await?;
-            // Pushed again since it was tombstoned: the file is live, keep it.
-            if relinked.is_none() {
-                doomed.push(digest(d)?);
-            }
-        }
+        let json = serde_json::to_string(&batch)?;
+        // Pushed again since it was tombstoned: the file is live, keep it.
+        let relinked: HashSet<String> = sqlx::query_scalar(
+            "SELECT digest FROM blobs WHERE digest IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&json)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let doomed = batch
+            .iter()
+            .filter(|d| !relinked.contains(*d))
+            .map(|d| digest(d))
+            .collect::<Result<Vec<_>>>()?;
         let deleted = delete_files(doomed, delete).await?;
-        for d in &batch {
-            sqlx::query("DELETE FROM gc_tombstones WHERE digest = ?")
-                .bind(d)
-                .execute(&mut *tx)
-                .await?;
-        }
+        sqlx::query("DELETE FROM gc_tombstones WHERE digest IN (SELECT value FROM json_each(?))")
+            .bind(&json)
+            .execute(&mut *tx)
+            .await?;
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gc_tombstones")
             .fetch_one(&mut *tx)
             .await?;
@@ -267,15 +285,18 @@ impl GcStore for SqliteMetadata {
     }
 
     async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(digests.len());
-        for d in digests {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
-                .bind(d.to_string())
-                .fetch_optional(&self.reader)
-                .await?;
-            out.push(found.is_some());
-        }
-        Ok(out)
+        let known: HashSet<String> = sqlx::query_scalar(
+            "SELECT digest FROM blobs WHERE digest IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_digests(digests.iter()))
+        .fetch_all(&self.reader)
+        .await?
+        .into_iter()
+        .collect();
+        Ok(digests
+            .iter()
+            .map(|d| known.contains(&d.to_string()))
+            .collect())
     }
 
     async fn expired_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>> {
