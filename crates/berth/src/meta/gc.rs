@@ -141,11 +141,25 @@ pub type DeleteFile<'a> =
 /// of them one after the other held pushes back for the sum.
 pub const PARALLEL_DELETES: usize = 16;
 
-/// Deletes the files of `doomed`, [`PARALLEL_DELETES`] at a time; how many were there.
-/// On the first error the others still in flight are dropped and the error returned:
-/// their tombstones stay, so the next batch or run deletes them.
-pub(crate) async fn delete_files(doomed: Vec<Digest>, delete: DeleteFile<'_>) -> Result<u64> {
+/// Deletes the files of a batch of tombstones, but those `relinked` (pushed again since
+/// they were tombstoned: live files), [`PARALLEL_DELETES`] at a time; how many were
+/// there. On the first error the others still in flight are dropped and the error
+/// returned: their tombstones stay, so the next batch or run deletes them.
+pub(crate) async fn delete_files(
+    batch: &[String],
+    relinked: &std::collections::HashSet<String>,
+    delete: DeleteFile<'_>,
+) -> Result<u64> {
+    use anyhow::Context;
     use futures_util::{StreamExt, TryStreamExt};
+    let doomed = batch
+        .iter()
+        .filter(|d| !relinked.contains(*d))
+        .map(|d| {
+            d.parse::<Digest>()
+                .with_context(|| format!("corrupt digest {d:?} in metadata"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let found: Vec<bool> = futures_util::stream::iter(doomed)
         .map(delete)
         .buffer_unordered(PARALLEL_DELETES)

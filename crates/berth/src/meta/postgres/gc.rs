@@ -249,7 +249,6 @@ impl GcStore for PostgresMetadata {
                 .bind(limit as i64)
                 .fetch_all(&mut *tx)
                 .await?;
-        // Pushed again since it was tombstoned: the file is live, keep it.
         let relinked: HashSet<String> =
             sqlx::query_scalar("SELECT digest FROM blobs WHERE digest = ANY($1)")
                 .bind(&batch)
@@ -257,12 +256,7 @@ impl GcStore for PostgresMetadata {
                 .await?
                 .into_iter()
                 .collect();
-        let doomed = batch
-            .iter()
-            .filter(|d| !relinked.contains(*d))
-            .map(|d| digest(d))
-            .collect::<Result<Vec<_>>>()?;
-        let deleted = delete_files(doomed, delete).await?;
+        let deleted = delete_files(&batch, &relinked, delete).await?;
         sqlx::query("DELETE FROM gc_tombstones WHERE digest = ANY($1)")
             .bind(&batch)
             .execute(&mut *tx)

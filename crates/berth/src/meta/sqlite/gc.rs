@@ -257,7 +257,6 @@ impl GcStore for SqliteMetadata {
                 .fetch_all(&mut *tx)
                 .await?;
         let json = serde_json::to_string(&batch)?;
-        // Pushed again since it was tombstoned: the file is live, keep it.
         let relinked: HashSet<String> = sqlx::query_scalar(
             "SELECT digest FROM blobs WHERE digest IN (SELECT value FROM json_each(?))",
         )
@@ -266,12 +265,7 @@ impl GcStore for SqliteMetadata {
         .await?
         .into_iter()
         .collect();
-        let doomed = batch
-            .iter()
-            .filter(|d| !relinked.contains(*d))
-            .map(|d| digest(d))
-            .collect::<Result<Vec<_>>>()?;
-        let deleted = delete_files(doomed, delete).await?;
+        let deleted = delete_files(&batch, &relinked, delete).await?;
         sqlx::query("DELETE FROM gc_tombstones WHERE digest IN (SELECT value FROM json_each(?))")
             .bind(&json)
             .execute(&mut *tx)
