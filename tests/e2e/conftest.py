@@ -183,7 +183,8 @@ def replica_count() -> int:
 _REPLICAS: dict = {}
 
 
-def start_replicas(berth: str, base: Path, args: list, extra_env: dict | None = None):
+def start_replicas(berth: str, base: Path, args: list, extra_env: dict | None = None,
+                   tls_ca: Path | None = None):
     """`replica_count()` replicas on a fresh database and bucket prefix, behind nginx."""
     from replicas import Replicas, missing_services
 
@@ -193,7 +194,8 @@ def start_replicas(berth: str, base: Path, args: list, extra_env: dict | None = 
                     "run tests/services/start.sh DIR and source DIR/env", pytrace=False)
     try:
         reps = Replicas.start(berth, base, replica_count(), _free_port, args=args,
-                              extra_env=extra_env, ready_timeout=READY_TIMEOUT_S)
+                              extra_env=extra_env, ready_timeout=READY_TIMEOUT_S,
+                              tls_ca=tls_ca)
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
     for name, path in reps.logs().items():

@@ -31,8 +31,9 @@ pkgs+=(procps)
 # The PostgreSQL metadata tests run against a real server (tests/services/start.sh).
 pkgs+=(postgresql)
 # BERTH_E2E_REPLICAS=2 runs the client tests against two replicas behind nginx, which
-# hands each request to the next replica (tests/e2e/replicas.py).
-pkgs+=(nginx)
+# hands each request to the next replica (tests/e2e/replicas.py); for the TLS suite it
+# passes TCP through to replicas serving HTTPS themselves (its stream module).
+pkgs+=(nginx libnginx-mod-stream)
 python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done

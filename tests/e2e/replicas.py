@@ -8,13 +8,20 @@ retries on another replica). So consecutive requests of one client, including th
 POST/PATCH/PUT of one upload and a token fetched from one replica and used on another,
 land on different replicas, as behind a Kubernetes Service.
 
+With `tls_ca`, every replica serves HTTPS itself (the caller's BERTH_SERVER__TLS_* in
+`extra_env`) and nginx passes the TCP connections through untouched (its stream
+module), so clients verify the replicas' own certificate; nginx then balances
+connections rather than requests.
+
 tests/services/start.sh starts the PostgreSQL and S3 servers and writes their env.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -39,9 +46,14 @@ def missing_services() -> list[str]:
     return [v for v in SERVICE_VARS if not os.environ.get(v)]
 
 
-def _status(url: str) -> int | None:
+def _status(url: str, ca: Path | None = None) -> int | None:
+    opener = _OPENER
+    if ca is not None:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=ctx))
     try:
-        with _OPENER.open(url, timeout=2) as r:
+        with opener.open(url, timeout=2) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -109,6 +121,29 @@ http {{
 """
 
 
+# TLS passes through: one TCP connection goes to one replica, which terminates it.
+NGINX_STREAM_CONF = """
+load_module {module};
+worker_processes 1;
+daemon off;
+pid {base}/nginx.pid;
+error_log {base}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+stream {{
+    upstream berth {{
+{servers}
+    }}
+    server {{
+        listen {listen};
+        proxy_pass berth;
+        proxy_next_upstream off;
+    }}
+}}
+"""
+
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
 @dataclass
 class Replica:
     host: str
@@ -127,16 +162,22 @@ class Replicas:
     replicas: list[Replica] = field(default_factory=list)
     nginx: subprocess.Popen | None = None
     host: str = ""
+    # The CA of the replicas' own certificate: they serve HTTPS, nginx passes TCP through.
+    tls_ca: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_ca else "http"
 
     @classmethod
     def start(cls, berth: str, base: Path, n: int, free_port, args=(), extra_env=None,
-              ready_timeout: float = 30) -> "Replicas":
+              ready_timeout: float = 30, tls_ca: Path | None = None) -> "Replicas":
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.path.exists(nginx):
             raise RuntimeError("nginx is not installed (tests/e2e/install.sh installs it)")
         env = dict(os.environ, **shared_env(f"e2e-{uuid.uuid4().hex[:12]}"),
                    **(extra_env or {}))
-        r = cls(berth=berth, base=base, env=env)
+        r = cls(berth=berth, base=base, env=env, tls_ca=tls_ca)
         try:
             for i in range(n):
                 r._spawn(i, free_port(), list(args), ready_timeout)
@@ -158,7 +199,7 @@ class Replicas:
         rep = Replica(host=host, proc=proc, log_path=log_path, log=log)
         self.replicas.append(rep)
         deadline = time.monotonic() + ready_timeout
-        while _status(f"http://{host}/readyz") != 200:
+        while _status(f"{self.scheme}://{host}/readyz", self.tls_ca) != 200:
             if proc.poll() is not None:
                 raise RuntimeError(f"replica {i} exited with status {proc.returncode}:\n"
                                    + log_path.read_text(errors="replace")[-8000:])
@@ -173,24 +214,42 @@ class Replicas:
         servers = "\n".join(f"        server {r.host} max_fails=0;" for r in self.replicas)
         conf = nbase / "nginx.conf"
         listen = f"127.0.0.1:{port}"
-        conf.write_text(NGINX_CONF.format(base=nbase, servers=servers, listen=listen))
+        if self.tls_ca:
+            if not os.path.exists(NGINX_STREAM_MODULE):
+                raise RuntimeError(f"{NGINX_STREAM_MODULE} is missing: install libnginx-mod-stream "
+                                   "(tests/e2e/install.sh does)")
+            conf.write_text(NGINX_STREAM_CONF.format(module=NGINX_STREAM_MODULE, base=nbase,
+                                                     servers=servers, listen=listen))
+        else:
+            conf.write_text(NGINX_CONF.format(base=nbase, servers=servers, listen=listen))
         log = open(nbase / "nginx.out", "wb")
         self.nginx = subprocess.Popen([nginx, "-c", str(conf), "-p", str(nbase)], stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True)
         self.host = listen
         deadline = time.monotonic() + ready_timeout
-        while _status(f"http://{listen}/healthz") != 200:
+        ready = (f"https://{listen}/readyz" if self.tls_ca else f"http://{listen}/healthz")
+        while _status(ready, self.tls_ca) != 200:
             if self.nginx.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("nginx did not start:\n"
                                    + (nbase / "nginx-error.log").read_text(errors="replace"))
             time.sleep(0.1)
 
-    def requests_served(self) -> list[int]:
-        """berth_http_requests_total summed, per replica (from each replica's /metrics)."""
+    def requests_served(self, auth: tuple[str, str] | None = None) -> list[int]:
+        """berth_http_requests_total summed, per replica (from each replica's /metrics;
+        `auth`: user and password, when authentication is on)."""
+        opener = _OPENER
+        if self.tls_ca:
+            ctx = ssl.create_default_context(cafile=str(self.tls_ca))
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                 urllib.request.HTTPSHandler(context=ctx))
         out = []
         for r in self.replicas:
-            with _OPENER.open(f"http://{r.host}/metrics", timeout=5) as resp:
+            req = urllib.request.Request(f"{self.scheme}://{r.host}/metrics")
+            if auth:
+                token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+                req.add_header("Authorization", f"Basic {token}")
+            with opener.open(req, timeout=5) as resp:
                 text = resp.read().decode()
             out.append(sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
                            if line.startswith("berth_http_requests_total")))

@@ -13,6 +13,9 @@ it. Every client verifies the server against that CA; nothing here turns verific
 
 The Docker CLI logs in client-side here (no engine), but it treats every loopback
 registry as insecure and never verifies its certificate; see the two docker tests.
+
+With BERTH_E2E_REPLICAS the registry is that many replicas on PostgreSQL and S3, each
+serving HTTPS with the certificate, behind nginx passing TCP through (replicas.py).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ from conftest import (
     _log_tail,
     make_client_env,
     missing,
+    replica_count,
     require_binary,
+    start_replicas,
     stop_server,
 )
 from helpers import new_image_layout, run, run_expect_failure
@@ -119,8 +124,12 @@ class TlsRegistry:
     other_ca: Path     # a CA that did not sign it
     other_cert_dir: Path
     passwords: dict = field(default_factory=dict)
+    # With BERTH_E2E_REPLICAS: the replicas (the CLI then works on their database).
+    replicas: object = None
 
     def cli(self, *args, input: str | None = None):
+        if self.replicas is not None:
+            return self.replicas.cli(*args, input=input)
         return run([self.berth, *args, "--data-dir", self.data_dir], input=input, timeout=60)
 
     def add_user(self, name: str) -> str:
@@ -166,13 +175,33 @@ def tls_registry(tmp_path_factory):
     ca = make_ca(base / "ca", "Berth e2e CA")
     cert, key = make_server_cert(base / "server", base / "ca", "IP:127.0.0.1,DNS:localhost")
     other_ca = make_ca(base / "other-ca", "Some other CA")
+    tls_env = dict(BERTH_ADMIN_PASSWORD=ADMIN_PASSWORD, BERTH_SERVER__TLS_CERT=str(cert),
+                   BERTH_SERVER__TLS_KEY=str(key))
+    if replica_count():
+        # Every replica terminates TLS with the same certificate; nginx passes TCP through.
+        (base / "replicas").mkdir()
+        reps = start_replicas(berth, base / "replicas", [], extra_env=tls_env, tls_ca=ca)
+        reg = TlsRegistry(host=reps.host, port=int(reps.host.rsplit(":", 1)[1]), data_dir=None,
+                          berth=berth, ca=ca, cert_dir=cert_dir_with(ca, base / "certs"),
+                          other_ca=other_ca,
+                          other_cert_dir=cert_dir_with(other_ca, base / "other-certs"),
+                          passwords={"admin": ADMIN_PASSWORD}, replicas=reps)
+        try:
+            assert _https_status(f"https://{reg.host}/v2/", reg.ssl_context()) == 401
+            reg.add_user("alice")
+            reg.add_user("bob")
+            yield reg
+        finally:
+            reps.stop()
+            for name in reps.logs():
+                _SERVER_LOG.pop(name, None)
+        return
     data_dir = base / "data"
     log_path = base / "berth.log"
     port = _free_port()
     host = f"127.0.0.1:{port}"
     cmd = [berth, "serve", "--listen", host, "--data-dir", str(data_dir)]
-    env = dict(os.environ, BERTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
-               BERTH_SERVER__TLS_CERT=str(cert), BERTH_SERVER__TLS_KEY=str(key))
+    env = dict(os.environ, **tls_env)
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, start_new_session=True)
@@ -591,3 +620,12 @@ def test_docker_login_refuses_a_certificate_from_an_unknown_ca(tls_registry, tmp
         "docker login accepted a certificate signed by a CA it was not given:\n"
         + proc.stdout + proc.stderr)
     _certificate_error(proc.stderr)
+
+
+def test_every_replica_served_over_tls(tls_registry):
+    """With BERTH_E2E_REPLICAS: nginx spread the suite's connections, so each replica
+    terminated TLS for some of it (runs last in this module)."""
+    if tls_registry.replicas is None:
+        pytest.skip("one Berth, not replicas")
+    served = tls_registry.replicas.requests_served(auth=("admin", ADMIN_PASSWORD))
+    assert all(n > 0 for n in served), f"requests per replica: {served}"
