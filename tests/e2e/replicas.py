@@ -46,14 +46,18 @@ def missing_services() -> list[str]:
     return [v for v in SERVICE_VARS if not os.environ.get(v)]
 
 
+def _opener(ca: Path | None):
+    """An opener without proxies; with `ca`, verifying HTTPS servers against it."""
+    if ca is None:
+        return _OPENER
+    ctx = ssl.create_default_context(cafile=str(ca))
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                       urllib.request.HTTPSHandler(context=ctx))
+
+
 def _status(url: str, ca: Path | None = None) -> int | None:
-    opener = _OPENER
-    if ca is not None:
-        ctx = ssl.create_default_context(cafile=str(ca))
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                             urllib.request.HTTPSHandler(context=ctx))
     try:
-        with opener.open(url, timeout=2) as r:
+        with _opener(ca).open(url, timeout=2) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -84,13 +88,16 @@ def shared_env(prefix: str) -> dict:
     }
 
 
-NGINX_CONF = """
+# What both configurations start with: one worker in the foreground, files under base.
+NGINX_HEAD = """
 worker_processes 1;
 daemon off;
 pid {base}/nginx.pid;
 error_log {base}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
-http {{
+"""
+
+NGINX_CONF = NGINX_HEAD + """http {{
     access_log {base}/nginx-access.log;
     client_body_temp_path {base}/client_body;
     proxy_temp_path {base}/proxy;
@@ -122,14 +129,7 @@ http {{
 
 
 # TLS passes through: one TCP connection goes to one replica, which terminates it.
-NGINX_STREAM_CONF = """
-load_module {module};
-worker_processes 1;
-daemon off;
-pid {base}/nginx.pid;
-error_log {base}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-stream {{
+NGINX_STREAM_CONF = "load_module {module};\n" + NGINX_HEAD + """stream {{
     upstream berth {{
 {servers}
     }}
@@ -238,11 +238,7 @@ class Replicas:
     def requests_served(self, auth: tuple[str, str] | None = None) -> list[int]:
         """berth_http_requests_total summed, per replica (from each replica's /metrics;
         `auth`: user and password, when authentication is on)."""
-        opener = _OPENER
-        if self.tls_ca:
-            ctx = ssl.create_default_context(cafile=str(self.tls_ca))
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                 urllib.request.HTTPSHandler(context=ctx))
+        opener = _opener(self.tls_ca)
         out = []
         for r in self.replicas:
             req = urllib.request.Request(f"{self.scheme}://{r.host}/metrics")

@@ -177,20 +177,24 @@ def tls_registry(tmp_path_factory):
     other_ca = make_ca(base / "other-ca", "Some other CA")
     tls_env = dict(BERTH_ADMIN_PASSWORD=ADMIN_PASSWORD, BERTH_SERVER__TLS_CERT=str(cert),
                    BERTH_SERVER__TLS_KEY=str(key))
+    # What a TlsRegistry is besides where it listens and whose CLI reaches its data.
+    trust = dict(berth=berth, ca=ca, cert_dir=cert_dir_with(ca, base / "certs"),
+                 other_ca=other_ca, other_cert_dir=cert_dir_with(other_ca, base / "other-certs"),
+                 passwords={"admin": ADMIN_PASSWORD})
+
+    def with_users(reg: TlsRegistry) -> TlsRegistry:
+        assert _https_status(f"https://{reg.host}/v2/", reg.ssl_context()) == 401  # auth is on
+        reg.add_user("alice")
+        reg.add_user("bob")
+        return reg
+
     if replica_count():
         # Every replica terminates TLS with the same certificate; nginx passes TCP through.
         (base / "replicas").mkdir()
         reps = start_replicas(berth, base / "replicas", [], extra_env=tls_env, tls_ca=ca)
-        reg = TlsRegistry(host=reps.host, port=int(reps.host.rsplit(":", 1)[1]), data_dir=None,
-                          berth=berth, ca=ca, cert_dir=cert_dir_with(ca, base / "certs"),
-                          other_ca=other_ca,
-                          other_cert_dir=cert_dir_with(other_ca, base / "other-certs"),
-                          passwords={"admin": ADMIN_PASSWORD}, replicas=reps)
         try:
-            assert _https_status(f"https://{reg.host}/v2/", reg.ssl_context()) == 401
-            reg.add_user("alice")
-            reg.add_user("bob")
-            yield reg
+            yield with_users(TlsRegistry(host=reps.host, port=int(reps.host.rsplit(":", 1)[1]),
+                                         data_dir=None, replicas=reps, **trust))
         finally:
             reps.stop()
             for name in reps.logs():
@@ -206,10 +210,7 @@ def tls_registry(tmp_path_factory):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, start_new_session=True)
     _SERVER_LOG["tls"] = log_path
-    reg = TlsRegistry(host=host, port=port, data_dir=data_dir, berth=berth, ca=ca,
-                      cert_dir=cert_dir_with(ca, base / "certs"), other_ca=other_ca,
-                      other_cert_dir=cert_dir_with(other_ca, base / "other-certs"),
-                      passwords={"admin": ADMIN_PASSWORD})
+    reg = TlsRegistry(host=host, port=port, data_dir=data_dir, **trust)
     try:
         ctx = reg.ssl_context()
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -222,10 +223,7 @@ def tls_registry(tmp_path_factory):
                 pytest.fail(f"berth (TLS) did not answer 200 on https://{host}/readyz within "
                             f"{READY_TIMEOUT_S}s\nlog:\n{_log_tail(log_path)}", pytrace=False)
             time.sleep(0.1)
-        assert _https_status(f"https://{host}/v2/", ctx) == 401  # auth is on
-        reg.add_user("alice")
-        reg.add_user("bob")
-        yield reg
+        yield with_users(reg)
     finally:
         stop_server(proc, log)
         _SERVER_LOG.pop("tls", None)

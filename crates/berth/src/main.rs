@@ -24,7 +24,8 @@ fn main() -> std::process::ExitCode {
 /// the blocking pool's file I/O): after a large admin page over 20,000 repositories the
 /// server stayed at 70 MiB resident, in ten arenas, and a 1 GiB push then peaked at 81
 /// MiB; with one arena per core, 45 and 64 MiB, at the same CPU per operation
-/// (bench/analysis.md). `MALLOC_ARENA_MAX` in the environment still wins. The
+/// (`bench/run.sh --workloads ui-registry,push-mono --catalog-repos 20000`).
+/// `MALLOC_ARENA_MAX` in the environment still wins. The
 /// thresholds that decide between the heap and mmap are left dynamic: fixing them made
 /// every 1 MiB pull buffer an mmap and doubled the CPU per pulled GB.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

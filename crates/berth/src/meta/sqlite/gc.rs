@@ -279,18 +279,16 @@ impl GcStore for SqliteMetadata {
     }
 
     async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        let names: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
         let known: HashSet<String> = sqlx::query_scalar(
             "SELECT digest FROM blobs WHERE digest IN (SELECT value FROM json_each(?))",
         )
-        .bind(json_digests(digests.iter()))
+        .bind(serde_json::to_string(&names)?)
         .fetch_all(&self.reader)
         .await?
         .into_iter()
         .collect();
-        Ok(digests
-            .iter()
-            .map(|d| known.contains(&d.to_string()))
-            .collect())
+        Ok(names.iter().map(|d| known.contains(d)).collect())
     }
 
     async fn expired_uploads(&self, cutoff: i64) -> Result<Vec<Uuid>> {
